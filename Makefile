@@ -1,0 +1,55 @@
+# adzoo — `make help` lists the targets. Every target that needs the environment installs it first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.adzoo-installed
+ARGS ?=
+GPU ?= 0
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch/torchvision first and pinned: they install from local disk on the CPU machines.
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[dev,launchers]"
+	if [ "$(GPU)" = "1" ]; then $(PY) -m pip uninstall -y faiss-cpu && $(PY) -m pip install --quiet -e ".[gpu]"; fi
+	touch $(STAMP)
+
+install: $(STAMP) ## make .venv and install adzoo with every dependency (GPU=1 swaps faiss-cpu for faiss-gpu)
+
+demo: $(STAMP) ## the main job: every available method on the generated default set, then the results table
+	$(VENV)/bin/adzoo-train experiment=demo $(ARGS)
+
+train: $(STAMP) ## one training run (pass ARGS="method=patchknn data=mvtec data.root=/path")
+	$(VENV)/bin/adzoo-train $(ARGS)
+
+test: $(STAMP) ## the fast suite (everything but slow and gpu tests), CPU only
+	$(PY) -m pytest -m "not slow and not gpu" $(ARGS)
+
+test-all: $(STAMP) ## every test that can run here, slow ones included
+	$(PY) -m pytest -m "not gpu" $(ARGS)
+
+test-gpu: $(STAMP) ## GPU tests (on a CUDA machine)
+	$(PY) -m pytest -m gpu $(ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+format: $(STAMP) ## ruff format + autofix
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+bench: $(STAMP) ## speed/memory benchmarks (print figures; never timed tests)
+	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean: ## remove caches and build artefacts (keeps logs/ and .venv)
+	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+.PHONY: help install demo train test test-all test-gpu lint format bench clean

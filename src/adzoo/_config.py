@@ -1,0 +1,49 @@
+"""Where the Hydra configs live.
+
+``conf/`` stays at the repository top level. It is found, in order: ``$ADZOO_CONFIG_DIR``; the repo's
+``conf/`` next to ``src/`` (editable installs, clones); the copy packaged into the wheel as
+``adzoo/conf`` (hatch force-include). Everything resolves to an absolute path for ``hydra.main``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def config_dir() -> str:
+    candidates = []
+    if os.environ.get("ADZOO_CONFIG_DIR"):
+        candidates.append(Path(os.environ["ADZOO_CONFIG_DIR"]))
+    candidates += [_PACKAGE_DIR.parent.parent / "conf", _PACKAGE_DIR / "conf"]
+    for candidate in candidates:
+        if (candidate / "train.yaml").is_file():
+            return str(candidate.resolve())
+    raise FileNotFoundError(
+        "adzoo configs not found; looked in " + ", ".join(str(c) for c in candidates)
+        + " (set ADZOO_CONFIG_DIR to the repo's conf/ folder)"
+    )
+
+
+def run_name(override_dirname: str) -> str:
+    """A folder name from the overrides: stable across reruns, filesystem-safe, bounded in length."""
+    if not override_dirname:
+        return "default"
+    name = re.sub(r"[^A-Za-z0-9=,._+-]+", "_", override_dirname)
+    if len(name) > 120:
+        name = name[:100] + "-" + hashlib.sha1(override_dirname.encode()).hexdigest()[:12]
+    return name
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("adzoo_run_name"):
+        OmegaConf.register_new_resolver("adzoo_run_name", run_name)
+
+
+register_resolvers()

@@ -1,0 +1,245 @@
+"""The one metric callback: every method is scored by this code, per category, then averaged.
+
+Image metrics use the method's own score and the UniAD/ADer convention (max of a 16×16 average pool of
+the map). Pixel metrics use the exact (one global sort) or streaming (fixed-memory histograms) back-end.
+States are gathered across DDP ranks before computing; scores are never squashed or flipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from adzoo.metrics import image_metrics, make_pixel_metrics
+from adzoo.models.components import avgpool_max
+from adzoo.utils.distributed import gather_objects
+from adzoo.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("image_auroc", "image_ap", "image_f1max")
+PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro")
+
+
+class _CategoryState:
+    def __init__(self, backend: str, backend_kwargs: dict[str, Any]) -> None:
+        self.scores: list[torch.Tensor] = []
+        self.pooled: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.paths: list[str] = []
+        self.has_mask = True
+        self.pixel = make_pixel_metrics(backend, **backend_kwargs)
+
+
+class AnomalyMetrics(Callback):
+    """Accumulates test (and validation) outputs per category and computes every adzoo metric.
+
+    After a test epoch, :attr:`results` holds ``{"per_category": {cat: {metric: value}}, "mean": {...}}`` and
+    :attr:`per_image` holds one row per test image; with ``output_dir`` set, ``predictions.csv`` is written
+    there atomically.
+    """
+
+    def __init__(
+        self,
+        backend: str = "exact",
+        bins: int = 4096,
+        fpr_limit: float = 0.3,
+        pool_kernel: int = 16,
+        output_dir: str | None = None,
+        log_images: int = 4,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.backend_kwargs: dict[str, Any] = {"fpr_limit": fpr_limit}
+        if backend == "streaming":
+            self.backend_kwargs["bins"] = bins
+        make_pixel_metrics(backend, **self.backend_kwargs)  # fail fast on an unknown back-end
+        self.fpr_limit = fpr_limit
+        self.pool_kernel = pool_kernel
+        self.output_dir = output_dir
+        self.log_images = log_images
+        self.results: dict[str, Any] = {}
+        self.per_image: list[dict[str, Any]] = []
+        self._states: dict[str, _CategoryState] = {}
+        self._examples: list[tuple[torch.Tensor, torch.Tensor, str]] = []
+
+    # -- accumulation ----------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._states = {}
+        self._examples = []
+
+    def _update(self, outputs: dict[str, Any], batch: dict[str, Any]) -> None:
+        maps = outputs["anomaly_map"].float()
+        if maps.dim() == 4:
+            maps = maps[:, 0]
+        masks = outputs["mask"]
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        masks = masks > 0.5
+        labels = torch.as_tensor(outputs["label"]).view(-1)
+        scores = outputs["pred_score"].float().view(-1)
+        pooled = avgpool_max(maps, self.pool_kernel)
+        has_mask = torch.as_tensor(outputs["has_mask"]).view(-1)
+        categories = list(outputs["category"])
+        for category in dict.fromkeys(categories):
+            idx = torch.tensor([i for i, c in enumerate(categories) if c == category], device=maps.device)
+            state = self._states.get(category)
+            if state is None:
+                state = self._states[category] = _CategoryState(self.backend, self.backend_kwargs)
+            state.scores.append(scores[idx].cpu())
+            state.pooled.append(pooled[idx].cpu())
+            state.labels.append(labels[idx.cpu()].cpu())
+            state.paths.extend(outputs["path"][i] for i in idx.tolist())
+            category_has_mask = bool(has_mask[idx.cpu()].all())
+            state.has_mask = state.has_mask and category_has_mask
+            if category_has_mask:
+                state.pixel.update(maps[idx], masks[idx])
+        if len(self._examples) < self.log_images:
+            for i in range(min(len(categories), self.log_images - len(self._examples))):
+                self._examples.append((batch["image"][i].cpu(), maps[i].cpu(), categories[i]))
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset()
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        self._update(outputs, batch)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking:
+            self._update(outputs, batch)
+
+    # -- computation -----------------------------------------------------------------------------------
+    def _gathered(self) -> dict[str, dict[str, Any]]:
+        """Every rank's per-category state, merged (identity without DDP)."""
+        local = {
+            category: {
+                "scores": torch.cat(s.scores),
+                "pooled": torch.cat(s.pooled),
+                "labels": torch.cat(s.labels),
+                "paths": s.paths,
+                "has_mask": s.has_mask,
+                "pixel": s.pixel.state() if s.has_mask else None,
+            }
+            for category, s in self._states.items()
+        }
+        merged: dict[str, dict[str, Any]] = {}
+        for rank_states in gather_objects(local):
+            for category, st in rank_states.items():
+                if category not in merged:
+                    pixel = make_pixel_metrics(self.backend, **self.backend_kwargs)
+                    merged[category] = {**st, "pixel_metrics": pixel}
+                    if st["pixel"] is not None:
+                        pixel.merge(st["pixel"])
+                    continue
+                m = merged[category]
+                for key in ("scores", "pooled", "labels"):
+                    m[key] = torch.cat([m[key], st[key]])
+                m["paths"] = m["paths"] + st["paths"]
+                m["has_mask"] = m["has_mask"] and st["has_mask"]
+                if st["pixel"] is not None:
+                    m["pixel_metrics"].merge(st["pixel"])
+        return merged
+
+    def compute(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        per_category: dict[str, dict[str, float]] = {}
+        notes: dict[str, str] = {}
+        rows: list[dict[str, Any]] = []
+        for category, st in sorted(self._gathered().items()):
+            metrics: dict[str, float] = {}
+            own = image_metrics(st["scores"], st["labels"])
+            pooled = image_metrics(st["pooled"], st["labels"])
+            metrics.update({k: float(own[k]) for k in IMAGE_KEYS})
+            metrics.update({f"{k}_avgpool": float(pooled[k]) for k in IMAGE_KEYS})
+            if st["has_mask"]:
+                metrics.update({k: float(v) for k, v in st["pixel_metrics"].compute().items()})
+            else:
+                notes[category] = "no pixel ground truth: pixel metrics skipped"
+            if int(st["labels"].sum()) in (0, len(st["labels"])):
+                notes[category] = "only one image label present: image metrics undefined (nan)"
+            per_category[category] = metrics
+            for path, score, pool, label in zip(st["paths"], st["scores"], st["pooled"], st["labels"]):
+                rows.append({
+                    "category": category, "path": path, "label": int(label),
+                    "pred_score": float(score), "avgpool_score": float(pool),
+                })
+        keys = sorted({k for m in per_category.values() for k in m})
+        mean = {}
+        for key in keys:
+            values = [m[key] for m in per_category.values() if key in m and not math.isnan(m[key])]
+            mean[key] = float(sum(values) / len(values)) if values else float("nan")
+        results = {
+            "per_category": per_category,
+            "mean": mean,
+            "notes": notes,
+            "conventions": {
+                "backend": self.backend,
+                **{k: v for k, v in self.backend_kwargs.items()},
+                "pool_kernel": self.pool_kernel,
+                "mean": "macro over categories",
+                "image_score": "method's own (image_*) and max of avg-pooled map (image_*_avgpool)",
+            },
+        }
+        return results, rows
+
+    def _finish(self, stage: str, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._states and trainer.world_size == 1:
+            return
+        self.results, self.per_image = self.compute()
+        flat = {}
+        for category, metrics in self.results["per_category"].items():
+            for key, value in metrics.items():
+                flat[f"{stage}/{category}/{key}"] = value
+        for key, value in self.results["mean"].items():
+            flat[f"{stage}/{key}"] = value
+        finite = {k: v for k, v in flat.items() if not math.isnan(v)}
+        if finite:
+            pl_module.log_dict(finite, sync_dist=False, rank_zero_only=True)
+        if trainer.is_global_zero:
+            if stage == "test" and self.output_dir is not None:
+                self.write_predictions(Path(self.output_dir) / "predictions.csv")
+            self._log_images(trainer)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._finish("test", trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._finish("val", trainer, pl_module)
+
+    # -- outputs ---------------------------------------------------------------------------------------
+    def write_predictions(self, path: Path) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["category", "path", "label", "pred_score", "avgpool_score"])
+        writer.writeheader()
+        writer.writerows(self.per_image)
+        atomic_write_text(path, buffer.getvalue())
+
+    def _log_images(self, trainer: pl.Trainer) -> None:
+        if not self._examples:
+            return
+        panels: dict[str, list[torch.Tensor]] = defaultdict(list)
+        for image, anomaly_map, category in self._examples:
+            span = (anomaly_map.max() - anomaly_map.min()).clamp_min(1e-12)
+            heat = ((anomaly_map - anomaly_map.min()) / span)[None].expand(3, -1, -1)
+            panels[category].append(torch.cat([image, heat], dim=-1))
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            for category, images in panels.items():
+                grid = torch.cat(images, dim=-2).clamp(0, 1)
+                tag = f"anomaly_maps/{category}"
+                if hasattr(experiment, "add_image"):  # TensorBoard
+                    experiment.add_image(tag, grid, global_step=trainer.global_step)
+                elif hasattr(logger, "log_image"):  # wandb
+                    logger.log_image(key=tag, images=[grid.permute(1, 2, 0).numpy()])

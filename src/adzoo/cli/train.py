@@ -1,0 +1,36 @@
+"""``adzoo-train``: compose method × data × backbone × trainer × logger with Hydra, train, test, write results.
+
+Examples::
+
+    adzoo-train                                   # patchknn on the generated default set
+    adzoo-train method=patchknn data=mvtec data.root=/data/mvtec_anomaly_detection data.setting=separate
+    adzoo-train -m data.setting=unified,separate  # a sweep; finished runs are skipped on rerun
+    adzoo-train --cfg job                         # print the composed config
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from adzoo._config import config_dir, register_resolvers
+
+log = logging.getLogger("adzoo")
+register_resolvers()
+
+
+@hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from adzoo.engine import run
+
+    results = run(cfg)
+    if results is None:
+        return None
+    return results["mean"].get("image_auroc")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The one LightningDataModule every method trains and is tested on."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("unified", "separate")
+
+
+class DataSource(Protocol):
+    """What the datamodule needs from a data set: its categories and a train/test Dataset for some of them."""
+
+    def categories(self) -> list[str]: ...
+    def has_masks(self, category: str) -> bool: ...
+    def train_dataset(self, categories: Sequence[str], image_size: int) -> Dataset: ...
+    def test_dataset(self, categories: Sequence[str], image_size: int) -> Dataset: ...
+
+
+class UnrepeatedDistributedSampler(Sampler[int]):
+    """Splits indices across ranks without padding, so no test image is counted twice under DDP."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class AnomalyDataModule(pl.LightningDataModule):
+    """Wraps a :class:`DataSource` with the unified/separate setting, image size and loaders.
+
+    In ``unified`` mode one model sees every category (categories are never given to the model, only carried
+    in batches for per-category metrics). In ``separate`` mode the app builds one datamodule per category via
+    :meth:`for_category`.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        name: str = "data",
+        root: str | None = None,
+        image_size: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        setting: str = "unified",
+        categories: Sequence[str] | str = "all",
+        pin_memory: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if setting not in SETTINGS:
+            raise ValueError(f"data.setting must be one of {SETTINGS}, got {setting!r}")
+        if image_size <= 0:
+            raise ValueError(f"data.image_size must be a positive integer, got {image_size}")
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
+        self.source = source
+        self.name = name
+        self.root = root  # where the data lives (sources read it through interpolation); kept for results
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.setting = setting
+        self.pin_memory = pin_memory
+        self.seed = seed
+        available = source.categories()
+        if categories == "all" or categories is None:
+            self.categories = list(available)
+        else:
+            wanted = [categories] if isinstance(categories, str) else list(categories)
+            unknown = [c for c in wanted if c not in available]
+            if unknown:
+                raise ValueError(f"data.categories: unknown {unknown}; available: {', '.join(available)}")
+            self.categories = wanted
+        if not self.categories:
+            raise ValueError(f"data source {name!r} has no categories")
+        self._train: Dataset | None = None
+        self._test: Dataset | None = None
+
+    def for_category(self, category: str) -> AnomalyDataModule:
+        """A datamodule over one category (the separate setting), sharing the indexed source."""
+        return AnomalyDataModule(
+            self.source, name=self.name, root=self.root, image_size=self.image_size, batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size, num_workers=self.num_workers, setting=self.setting,
+            categories=[category], pin_memory=self.pin_memory, seed=self.seed,
+        )
+
+    def has_masks(self, category: str) -> bool:
+        return self.source.has_masks(category)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is None:
+            self._train = self.source.train_dataset(self.categories, self.image_size)
+            self._test = self.source.test_dataset(self.categories, self.image_size)
+            if len(self._train) == 0:
+                raise ValueError(f"no training images for categories {self.categories} in {self.name!r}")
+
+    @property
+    def train_set(self) -> Dataset:
+        self.setup()
+        assert self._train is not None
+        return self._train
+
+    @property
+    def test_set(self) -> Dataset:
+        self.setup()
+        assert self._test is not None
+        return self._test
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        rank, world = _distributed()
+        sampler: Sampler[int] | None = None
+        shuffle = train
+        if world > 1:
+            # We shard ourselves (trainer.use_distributed_sampler=false in the DDP configs): training pads
+            # like DistributedSampler, evaluation never repeats an image, so metrics match one process.
+            if train:
+                sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+            else:
+                sampler = UnrepeatedDistributedSampler(len(dataset), rank, world)
+            shuffle = False
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def fit_once_dataloader(self) -> DataLoader:
+        """Training images in a fixed order, unsharded padding-free: for memory banks and feature statistics."""
+        return self._loader(self.train_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """A hash of the file list with sizes and mtimes: enough to tell two data sets apart cheaply."""
+        files = getattr(self.source, "files", None)
+        digest = hashlib.sha256()
+        count = 0
+        if callable(files):
+            import os
+
+            for path in sorted(files()):
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0".encode())
+                count += 1
+        else:
+            digest.update(repr((type(self.source).__name__, self.categories)).encode())
+        return {"files": count, "sha256": digest.hexdigest()}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "root": None if self.root is None else str(self.root),
+            "setting": self.setting,
+            "categories": self.categories,
+            "image_size": self.image_size,
+            "train_images": len(self.train_set),
+            "test_images": len(self.test_set),
+            "batches_per_epoch": math.ceil(len(self.train_set) / self.batch_size),
+        }

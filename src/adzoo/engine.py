@@ -1,0 +1,281 @@
+"""What ``adzoo-train`` and ``adzoo-eval`` do once Hydra has composed the config.
+
+One run = one method on one data set in one setting: unified trains one model for every category,
+separate trains one per category. The run folder ends with ``results.json`` (written atomically) and
+``predictions.csv``; a folder whose ``results.json`` is complete is skipped unless ``force=true``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import adzoo
+from adzoo.callbacks.anomaly_metrics import AnomalyMetrics
+from adzoo.utils.distributed import rank
+from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json
+
+log = logging.getLogger("adzoo")
+
+RESULTS_FILE = "results.json"
+TABLE_COLUMNS = (
+    ("image_auroc", "I-AUROC"),
+    ("image_auroc_avgpool", "I-AUROC(pool)"),
+    ("image_ap", "I-AP"),
+    ("image_f1max", "I-F1max"),
+    ("pixel_auroc", "P-AUROC"),
+    ("pixel_ap", "P-AP"),
+    ("pixel_f1max", "P-F1max"),
+    ("pixel_aupro", "AUPRO"),
+)
+
+
+def is_complete(path: Path) -> bool:
+    """A results file counts only if it parses and says it is complete (a half-written file never does)."""
+    try:
+        return read_json(path).get("status") == "complete"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"output folder {folder} is not writable ({exc}); set paths.log_dir") from exc
+
+
+def _git_info() -> dict[str, Any]:
+    root = Path(adzoo.__file__).resolve().parents[2]
+    info: dict[str, Any] = {"commit": "unknown", "dirty": None}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode == 0:
+            info["commit"] = commit.stdout.strip()
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+                timeout=10,
+            )
+            info["dirty"] = bool(status.stdout.strip())
+    return info
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "adzoo": adzoo.__version__}
+    for package in ("torch", "torchvision", "pytorch-lightning", "timm", "hydra-core", "faiss-cpu", "faiss-gpu",
+                    "scikit-learn", "numpy", "wandb"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[package] = md.version(package)
+    return out
+
+
+def _device_info(trainer: pl.Trainer) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "accelerator": type(trainer.accelerator).__name__,
+        "num_devices": trainer.num_devices,
+        "world_size": trainer.world_size,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _build_loggers(cfg: DictConfig, version: str) -> list[Any]:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if logger_cfg is None or "_target_" not in logger_cfg:
+            continue
+        extra = {} if "wandb" in str(logger_cfg._target_).lower() else {"version": version}
+        if extra == {}:
+            extra = {"name": f"{logger_cfg.get('name', name)}-{version}"} if version != "unified" else {}
+        loggers.append(instantiate(logger_cfg, **extra))
+    return loggers
+
+
+def _close_loggers(loggers: list[Any]) -> None:
+    for logger in loggers:
+        if "Wandb" in type(logger).__name__:
+            import wandb
+
+            with contextlib.suppress(Exception):
+                logger.finalize("success")
+            if wandb.run is not None:
+                wandb.finish()
+
+
+def _resolve_ckpt(ckpt_path: str | None, group_dir: Path) -> str | None:
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        last = group_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    path = Path(ckpt_path)
+    if path.is_dir():
+        nested = path / "categories" / group_dir.name / "checkpoints" / "last.ckpt"
+        path = nested if nested.is_file() else path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: checkpoint {path} not found (expected a .ckpt or a run folder)")
+    return str(path)
+
+
+def format_table(per_category: dict[str, dict[str, float]], mean: dict[str, float]) -> str:
+    header = ["category"] + [title for _, title in TABLE_COLUMNS]
+    rows = [[c] + [per_category[c].get(k, math.nan) for k, _ in TABLE_COLUMNS] for c in per_category]
+    rows.append(["mean"] + [mean.get(k, math.nan) for k, _ in TABLE_COLUMNS])
+    width = max(len(header[0]), *(len(r[0]) for r in rows))
+    lines = [" ".join([header[0].ljust(width)] + [h.rjust(13) for h in header[1:]])]
+    for row in rows:
+        cells = ["—".rjust(13) if math.isnan(v) else f"{100 * v:13.2f}" for v in row[1:]]
+        lines.append(" ".join([row[0].ljust(width), *cells]))
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
+    output_dir = Path(cfg.paths.output_dir)
+    results_path = output_dir / RESULTS_FILE
+    if not evaluate_only and not cfg.get("force", False) and is_complete(results_path):
+        log.info("skipping %s: results.json is complete (force=true reruns it)", output_dir)
+        return read_json(results_path)
+    check_writable(output_dir)
+    started = time.perf_counter()
+
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    groups: list[str | None] = [None] if datamodule.setting == "unified" else list(datamodule.categories)
+    per_category: dict[str, dict[str, float]] = {}
+    notes: dict[str, str] = {}
+    conventions: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    group_timings: list[dict[str, Any]] = []
+    parameters: dict[str, int] = {}
+    device: dict[str, Any] = {}
+    is_zero = True
+
+    for category in groups:
+        dm = datamodule if category is None else datamodule.for_category(category)
+        group_dir = output_dir if category is None else output_dir / "categories" / category
+        label = category or "unified"
+        log.info("%s: %s on %s (%s), categories %s", label, cfg.method_name, dm.name, dm.setting, dm.categories)
+        pl.seed_everything(cfg.seed, workers=True)  # every model of a run starts from the same seed
+        model = instantiate(cfg.model)
+        metrics_cb: AnomalyMetrics = instantiate(cfg.callbacks.metrics, output_dir=str(group_dir))
+        callbacks: list[pl.Callback] = [metrics_cb]
+        for name, cb_cfg in cfg.callbacks.items():
+            if name == "metrics" or cb_cfg is None:
+                continue
+            if name == "checkpoint":
+                callbacks.append(instantiate(cb_cfg, dirpath=str(group_dir / "checkpoints")))
+            else:
+                callbacks.append(instantiate(cb_cfg))
+        loggers = _build_loggers(cfg, label)
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        try:
+            fit_s = 0.0
+            if evaluate_only:
+                ckpt = _resolve_ckpt(cfg.ckpt_path, group_dir)
+                state = torch.load(ckpt, map_location="cpu", weights_only=True)
+                model.load_state_dict(state["state_dict"])
+            else:
+                t0 = time.perf_counter()
+                trainer.fit(model, datamodule=dm, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), group_dir))
+                fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            trainer.test(model, datamodule=dm, verbose=False)
+            test_s = time.perf_counter() - t0
+        finally:
+            _close_loggers(loggers)
+        is_zero = trainer.is_global_zero
+        results = metrics_cb.results
+        per_category.update(results["per_category"])
+        notes.update(results["notes"])
+        conventions = results["conventions"]
+        rows.extend(metrics_cb.per_image)
+        n_test = len(dm.test_set)
+        group_timings.append({
+            "group": label, "fit_s": fit_s, "test_s": test_s, "test_images": n_test,
+            "train_images": len(dm.train_set), "throughput_images_per_s": n_test / test_s if test_s else None,
+        })
+        parameters = model.parameter_counts()
+        device = _device_info(trainer)
+
+    keys = sorted({k for m in per_category.values() for k in m})
+    mean = {}
+    for key in keys:
+        values = [m[key] for m in per_category.values() if key in m and not math.isnan(m[key])]
+        mean[key] = sum(values) / len(values) if values else math.nan
+    fit_total = sum(g["fit_s"] for g in group_timings)
+    test_total = sum(g["test_s"] for g in group_timings)
+    test_images = sum(g["test_images"] for g in group_timings)
+    backbone = cfg.get("backbone") or {}
+    payload = {
+        "status": "complete",
+        "task": cfg.get("task_name", "train"),
+        "method": cfg.method_name,
+        "profile": cfg.get("profile", "cpu"),
+        "setting": datamodule.setting,
+        "data": {**datamodule.describe(), "fingerprint": datamodule.fingerprint()},
+        "backbone": {k: backbone.get(k) for k in ("name", "weights", "out_indices")},
+        "seed": cfg.seed,
+        "metrics": {"per_category": per_category, "mean": mean, "notes": notes, "conventions": conventions},
+        "timing": {
+            "fit_s": fit_total, "test_s": test_total, "total_s": time.perf_counter() - started,
+            "per_group": group_timings,
+        },
+        "throughput_images_per_s": test_images / test_total if test_total else None,
+        "parameters": parameters,
+        "device": device,
+        "versions": _versions(),
+        "git": _git_info(),
+        "overrides": _overrides(),
+        "run_dir": str(output_dir.resolve()),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if is_zero and rank() == 0:
+        if datamodule.setting == "separate":
+            _write_merged_predictions(output_dir / "predictions.csv", rows)
+        atomic_write_json(results_path, payload)
+        table = format_table(per_category, mean)
+        atomic_write_text(output_dir / "results.txt", table + "\n")
+        if cfg.get("print_table", True):
+            print(f"\n{cfg.method_name} on {datamodule.name} ({datamodule.setting}), metrics in %:\n{table}")
+            print(f"fit {fit_total:.1f}s, test {test_total:.1f}s → {results_path}")
+    return payload
+
+
+def _overrides() -> list[str]:
+    with contextlib.suppress(Exception):
+        from hydra.core.hydra_config import HydraConfig
+
+        return list(HydraConfig.get().overrides.task)
+    return []
+
+
+def _write_merged_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["category", "path", "label", "pred_score", "avgpool_score"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

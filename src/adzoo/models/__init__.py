@@ -1,0 +1,10 @@
+"""Methods: each is a pure-torch model plus a thin LightningModule (see models/base.py)."""
+
+from adzoo.models.base import AnomalyModule, NonFiniteLossError
+from adzoo.models.output import AnomalyOutput
+
+METHODS = {
+    "patchknn": "adzoo.models.patchknn.PatchKNN",
+}
+
+__all__ = ["METHODS", "AnomalyModule", "AnomalyOutput", "NonFiniteLossError"]

@@ -1,0 +1,124 @@
+"""The base LightningModule: shared eval/predict steps, optimiser wiring and the frozen-feature cache.
+
+A method subclasses :class:`AnomalyModule`, builds its pure-torch model in ``__init__`` and writes
+``training_step``; everything the metric callback needs comes from :meth:`eval_step`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from adzoo.models.output import AnomalyOutput
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss becomes NaN or infinite, naming where."""
+
+
+class AnomalyModule(pl.LightningModule):
+    """Base for every method. Subclasses set ``self.model`` (an ``nn.Module`` returning AnomalyOutput)."""
+
+    #: methods that fit once (memory banks, statistics) instead of optimising with gradients
+    fits_once: bool = False
+    model: nn.Module
+
+    def __init__(
+        self,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        feature_cache: bool = True,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.use_feature_cache = feature_cache
+        self.method_name = name or type(self).__name__.lower()
+        self._feature_cache = None
+        if self.fits_once:
+            self.automatic_optimization = False
+
+    # -- features -------------------------------------------------------------------------------------
+    def extract(self, backbone: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone features, computed once per image when the backbone is frozen and caching is on."""
+        frozen = not any(p.requires_grad for p in backbone.parameters())
+        if not (self.use_feature_cache and frozen):
+            return backbone(images)
+        if self._feature_cache is None:
+            from adzoo.backbones import FeatureCache
+
+            object.__setattr__(self, "_feature_cache", FeatureCache(backbone))
+        return self._feature_cache(images)
+
+    # -- steps ----------------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> AnomalyOutput:
+        return self.model(images)
+
+    def check_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """Stop at once on a NaN/inf loss, naming method, epoch and step (nothing is written as a result)."""
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"{self.method_name}: non-finite loss {loss.item()} at epoch {self.current_epoch}, "
+                f"step {self.global_step}"
+            )
+        return loss
+
+    def eval_step(self, batch: dict[str, Any]) -> dict[str, Any]:
+        output = self(batch["image"])
+        anomaly_map = output.anomaly_map
+        if anomaly_map.shape[-2:] != batch["image"].shape[-2:]:
+            raise ValueError(
+                f"{self.method_name}: anomaly map {tuple(anomaly_map.shape[-2:])} is not at input resolution "
+                f"{tuple(batch['image'].shape[-2:])}"
+            )
+        return {
+            "pred_score": output.pred_score.detach(),
+            "anomaly_map": anomaly_map.detach(),
+            "label": batch["label"],
+            "mask": batch["mask"],
+            "category": batch["category"],
+            "path": batch["path"],
+            "has_mask": batch["has_mask"],
+        }
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self.eval_step(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self.eval_step(batch)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self.eval_step(batch)
+
+    # -- optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        if self.fits_once or self.optimizer_factory is None:
+            return None
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def parameter_counts(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total": total, "trainable": trainable, "frozen": total - trainable}
+
+
+def step_at_fraction(max_epochs: int, fraction: float) -> int:
+    """Epoch at which a StepLR fires, e.g. 80% of training (UniAD/ADTR decay the lr ×0.1 there)."""
+    return max(1, math.floor(max_epochs * fraction))

@@ -1,0 +1,23 @@
+"""Shared map and score reductions, so every method turns feature-level scores into maps the same way."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def upsample_map(scores: torch.Tensor, size: tuple[int, int], align_corners: bool = True) -> torch.Tensor:
+    """(B, h, w) or (B, 1, h, w) patch scores → (B, 1, H, W) map by bilinear interpolation."""
+    if scores.dim() == 3:
+        scores = scores[:, None]
+    if tuple(scores.shape[-2:]) == tuple(size):
+        return scores
+    return F.interpolate(scores, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def avgpool_max(anomaly_map: torch.Tensor, kernel: int = 16) -> torch.Tensor:
+    """Max of a kernel×kernel stride-1 average pool: the UniAD/ADer image score. (B,1,H,W) or (B,H,W) → (B,)."""
+    if anomaly_map.dim() == 3:
+        anomaly_map = anomaly_map[:, None]
+    k = min(kernel, anomaly_map.shape[-2], anomaly_map.shape[-1])
+    return F.avg_pool2d(anomaly_map, kernel_size=k, stride=1).flatten(1).amax(dim=1)

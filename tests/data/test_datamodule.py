@@ -1,0 +1,59 @@
+"""The shared datamodule: settings, batches, per-category selection and DDP sharding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adzoo.data import AnomalyDataModule, generated_source
+from adzoo.data.datamodule import UnrepeatedDistributedSampler
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("gen")
+    return generated_source(root, image_size=32, n_train=4, n_test_good=2, n_test_per_defect=1)
+
+
+def test_unified_batches_carry_every_field(source) -> None:
+    dm = AnomalyDataModule(source, image_size=24, batch_size=5)
+    batch = next(iter(dm.test_dataloader()))
+    assert set(batch) >= {"image", "mask", "label", "category", "path", "has_mask"}
+    assert batch["image"].shape[1:] == (3, 24, 24) and batch["mask"].shape[1:] == (1, 24, 24)
+    assert len(set(dm.categories)) >= 6
+    categories = {c for b in dm.test_dataloader() for c in b["category"]}
+    assert categories == set(dm.categories)
+
+
+def test_separate_setting_gives_one_category_each(source) -> None:
+    dm = AnomalyDataModule(source, image_size=16, setting="separate")
+    one = dm.for_category(dm.categories[0])
+    assert one.categories == [dm.categories[0]]
+    assert {c for b in one.train_dataloader() for c in b["category"]} == {dm.categories[0]}
+
+
+def test_bad_keys_are_named(source) -> None:
+    with pytest.raises(ValueError, match="data.setting"):
+        AnomalyDataModule(source, setting="both")
+    with pytest.raises(ValueError, match="data.image_size"):
+        AnomalyDataModule(source, image_size=-3)
+    with pytest.raises(ValueError, match="data.categories"):
+        AnomalyDataModule(source, categories=["no_such_category"])
+
+
+def test_fingerprint_is_stable(source) -> None:
+    a = AnomalyDataModule(source).fingerprint()
+    b = AnomalyDataModule(source).fingerprint()
+    assert a == b and a["files"] > 0
+
+
+def test_unrepeated_sampler_covers_each_index_once() -> None:
+    shards = [list(UnrepeatedDistributedSampler(11, r, 3)) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == list(range(11))
+
+
+def test_generated_root_is_reused(tmp_path: Path) -> None:
+    a = generated_source(tmp_path, image_size=16, n_train=2, n_test_good=1, n_test_per_defect=1)
+    b = generated_source(tmp_path, image_size=16, n_train=2, n_test_good=1, n_test_per_defect=1)
+    assert a.root == b.root
