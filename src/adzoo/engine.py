@@ -151,6 +151,8 @@ def format_table(per_category: dict[str, dict[str, float]], mean: dict[str, floa
 
 
 def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
+    if evaluate_only and not cfg.get("ckpt_path"):
+        raise ValueError("ckpt_path is required: adzoo-eval ckpt_path=<run folder or .ckpt file>")
     output_dir = Path(cfg.paths.output_dir)
     results_path = output_dir / RESULTS_FILE
     if not evaluate_only and not cfg.get("force", False) and is_complete(results_path):

@@ -40,8 +40,12 @@ def test_launchers_compose(compose_cfg, launcher: str) -> None:
 
 
 def test_eval_config_requires_a_checkpoint(compose_cfg) -> None:
+    from adzoo.engine import run
+
     cfg = compose_cfg(config_name="eval")
-    assert OmegaConf.is_missing(cfg, "ckpt_path")
+    assert cfg.task_name == "eval" and cfg.ckpt_path is None
+    with pytest.raises(ValueError, match="ckpt_path"):
+        run(cfg, evaluate_only=True)
 
 
 def test_command_line_beats_method_defaults(compose_cfg) -> None:

@@ -90,9 +90,9 @@ class FeatureExtractor(nn.Module):
         cfg: dict[str, Any] = dict(getattr(self.model, "pretrained_cfg", None) or {})
         mean = cfg.get("mean") or IMAGENET_DEFAULT_MEAN
         std = cfg.get("std") or IMAGENET_DEFAULT_STD
-        # Not persistent: they derive from the model name, so old checkpoints never pin stale values.
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        # persistent=False: they derive from the model name, so old checkpoints never pin stale values.
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), False)
 
         if self.frozen:
             self.requires_grad_(False)

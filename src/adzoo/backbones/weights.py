@@ -264,8 +264,8 @@ def create_from_hub(name: str, **kwargs: object) -> nn.Module:
         raise RuntimeError(
             f"Downloading pretrained weights for {name!r} from the timm/Hugging Face hub failed"
             f"{' (hub unreachable, tried the local cache only)' if offline else ''}: "
-            f"{type(exc).__name__}: {exc}. Use backbone.weights=packaged (offline, available for: "
-            f"{available}) or backbone.weights=none (random init)."
+            f"{type(exc).__name__}: {str(exc).rstrip('. ')}. Use backbone.weights=packaged (offline, "
+            f"available for: {available}) or backbone.weights=none (random init)."
         ) from exc
 
 

@@ -134,7 +134,9 @@ class RecordDataset(Dataset):
 class MVTecLayoutSource:
     """Indexes an MVTec-layout root; the datamodule asks it for train/test datasets per category."""
 
-    def __init__(self, root: str | os.PathLike, categories: Sequence[str] | str = "all") -> None:
+    def __init__(self, root: str | os.PathLike | None, categories: Sequence[str] | str = "all") -> None:
+        if root in (None, ""):
+            raise DataError("data.root is not set (expected the folder holding the categories, e.g. data.root=/data/mvtec)")
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(

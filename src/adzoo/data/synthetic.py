@@ -33,20 +33,22 @@ Categories (3 textures, 3 objects)
 ``washer`` (object): metal ring on a dark table, any rotation (light direction), ±3 px shift, concentric
   turning marks and bevelled edges. Defects: ``scratch`` (thin bright line on the metal), ``notch``
   (piece missing from the rim), ``rust`` (orange-brown low-contrast patch; subtle), ``off_center`` (hole
-  punched 2-4 px off centre; a logical defect, only the crescents change).
+  punched 1.5-4 px off centre; a logical defect, only the rim of the hole changes).
 ``pill`` (object): two-tone capsule (white/red) on a grey table, ±6° rotation, ±3 px shift, cylindrical
   shading and specular stripe; *normal* pills carry 0-11 faint reddish speckles. Defects: ``crack``
   (thin dark line across the shell), ``contamination`` (small dark foreign particle, 1-3 px radius),
-  ``discoloration`` (faint yellowing, blue channel only, 5-10 %; subtle), ``chip`` (piece missing from the
-  outline).
+  ``discoloration`` (faint yellowing: blue down 5-10 %, green a third of that; subtle), ``chip`` (piece
+  missing from the outline).
 ``screw`` (object): threaded screw lying on a light table at any angle, ±3 px shift, helical thread
   shading. Defects: ``bent`` (shaft bent 6-13° past a point), ``broken_tip`` (tip missing),
   ``thread_damage`` (a few thread turns flattened; subtle), ``scratch`` (thin bright line).
 
 Every image additionally gets a global gain (0.86-1.12), a linear lighting gradient, mild vignetting,
-per-channel colour gain (not for ``stone``) and Gaussian sensor noise (σ = 1-3 grey levels), so a
-global-statistics detector separates the easy defects but not the subtle ones
-(``bench/bench_synthetic.py`` prints such a baseline).
+per-channel colour gain (not for ``stone``) and Gaussian sensor noise (σ = 1-3 grey levels). That
+normal variation swamps global statistics: a detector on per-channel mean/std and gradient energy is
+near chance on every defect (``bench/bench_synthetic.py`` prints it), while a crude local patch-kNN
+finds the easy defects (holes, cracks, threads, contamination) and misses the subtle ones (stains,
+rust, discoloration, thread damage) and the logical ones (bent screw, broken tip, off-centre hole).
 
 Exact masks
 -----------
@@ -80,8 +82,11 @@ from scipy import ndimage
 __all__ = [
     "GENERATOR_VERSION",
     "MANIFEST_NAME",
+    "SUBTLE_DEFECTS",
     "SYNTHETIC_CATEGORIES",
     "SYNTHETIC_DEFECTS",
+    "SYNTHETIC_OBJECTS",
+    "SYNTHETIC_TEXTURES",
     "generate_synthetic_dataset",
     "render_sample",
     "sample_entropy",
@@ -97,6 +102,8 @@ _MAX_DEFECT_TRIES = 32
 _SPLIT_CODES = {"train": 0, "test": 1}
 
 Array = np.ndarray
+Pair = tuple[Array, Array]  # (image-like array, coverage/alpha map)
+Gen = np.random.Generator
 Params = dict[str, Any]
 
 
@@ -106,7 +113,7 @@ Params = dict[str, Any]
 
 
 @functools.lru_cache(maxsize=8)
-def _pix_grid(size: int) -> tuple[Array, Array]:
+def _pix_grid(size: int) -> Pair:
     """(row, col) pixel-centre coordinates; cached because every painter and defect needs them."""
     c = np.arange(size, dtype=np.float64)
     yy, xx = np.meshgrid(c, c, indexing="ij")
@@ -116,7 +123,7 @@ def _pix_grid(size: int) -> tuple[Array, Array]:
 
 
 @functools.lru_cache(maxsize=8)
-def _norm_grid(size: int) -> tuple[Array, Array]:
+def _norm_grid(size: int) -> Pair:
     """(y, x) in [-1, 1]: shapes are described in these units so they scale with ``image_size``."""
     c = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
     yy, xx = np.meshgrid(c, c, indexing="ij")
@@ -125,12 +132,7 @@ def _norm_grid(size: int) -> tuple[Array, Array]:
     return yy, xx
 
 
-def _to_pix(v: float, size: int) -> float:
-    """Normalised coordinate -> pixel coordinate."""
-    return (v + 1.0) * size / 2.0 - 0.5
-
-
-def _smooth_noise(rng: np.random.Generator, size: int, sigma: float | tuple[float, float]) -> Array:
+def _smooth_noise(rng: Gen, size: int, sigma: float | tuple[float, float]) -> Array:
     """Zero-mean, unit-std filtered white noise; wrap mode so it has no border artefacts."""
     g = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma, mode="wrap")
     return (g - g.mean()) / (g.std() + 1e-12)
@@ -153,7 +155,7 @@ def _smoothstep(e0: float, e1: float, v: Array) -> Array:
 
 
 def _blob(
-    rng: np.random.Generator, size: int, cy: float, cx: float, radius: float, *, irregular: float, soft: float
+    rng: Gen, size: int, cy: float, cx: float, radius: float, *, irregular: float, soft: float
 ) -> Array:
     """Irregular disc (radius modulated by low angular harmonics) with a linear edge ``soft`` px wide."""
     yy, xx = _pix_grid(size)
@@ -192,7 +194,7 @@ def _polyline(size: int, pts: Array, widths: Array | float) -> Array:
     return out
 
 
-def _walk(rng: np.random.Generator, start: Array, angle: float, n_steps: int, step: float, turn: float) -> Array:
+def _walk(rng: Gen, start: Array, angle: float, n_steps: int, step: float, turn: float) -> Array:
     """A jagged random-walk path (row/col), the skeleton of cracks and loose threads."""
     angles = angle + np.cumsum(rng.normal(0.0, turn, n_steps))
     steps = step * np.stack([np.sin(angles), np.cos(angles)], axis=1)
@@ -205,10 +207,10 @@ def _taper(n: int, w_max: float, w_min: float = 0.5) -> Array:
     return w_min + (w_max - w_min) * s
 
 
-def _pick_point(rng: np.random.Generator, support: Array, margin: float) -> Array:
+def _pick_point(rng: Gen, support: Array, margin: float) -> Array:
     """A random pixel at least ``margin`` px inside the support, so defects sit on the object/texture."""
     inside = support > 0.99
-    m = int(round(margin))
+    m = round(margin)
     if m >= 1:
         eroded = ndimage.binary_erosion(inside, iterations=m)
         if eroded.any():
@@ -220,7 +222,7 @@ def _pick_point(rng: np.random.Generator, support: Array, margin: float) -> Arra
     return np.array([ys[k], xs[k]], dtype=np.float64) + rng.uniform(-0.5, 0.5, 2)
 
 
-def _background(rng: np.random.Generator, size: int, level: float, tint: Sequence[float]) -> Array:
+def _background(rng: Gen, size: int, level: float, tint: Sequence[float]) -> Array:
     """A matte table: uniform with faint low-frequency shading and fine grain."""
     v = level + 0.012 * _smooth_noise(rng, size, size * 0.2) + 0.008 * _smooth_noise(rng, size, 1.0)
     return v[..., None] * np.asarray(tint, dtype=np.float64)
@@ -245,7 +247,7 @@ class _Scene:
     params: Params
 
 
-DefectFn = Callable[["_Spec", _Scene, np.random.Generator, int], tuple[Array, Array]]
+DefectFn = Callable[["_Spec", _Scene, np.random.Generator, int], Pair]
 
 
 @dataclass(frozen=True)
@@ -254,12 +256,12 @@ class _Spec:
 
     kind: str  # "texture" | "object"
     draw: Callable[[np.random.Generator, int], Params]
-    paint: Callable[[Params, int], tuple[Array, Array]]
+    paint: Callable[[Params, int], Pair]
     defects: dict[str, DefectFn]
     gray: bool = False
 
 
-def _geometry(spec: _Spec, scene: _Scene, size: int, **overrides: Any) -> tuple[Array, Array]:
+def _geometry(spec: _Spec, scene: _Scene, size: int, **overrides: Any) -> Pair:
     """Re-paint the scene with changed geometry; the defect is wherever the picture actually changed."""
     rgb2, _ = spec.paint({**scene.params, **overrides}, size)
     alpha = (np.abs(rgb2 - scene.rgb).max(-1) > _GEOMETRY_EPS).astype(np.float64)
@@ -268,14 +270,14 @@ def _geometry(spec: _Spec, scene: _Scene, size: int, **overrides: Any) -> tuple[
 
 def _stain(
     scene: _Scene,
-    rng: np.random.Generator,
+    rng: Gen,
     size: int,
     *,
     strength: tuple[float, float],
     radius: tuple[float, float],
     tint: Sequence[float],
     irregular: float = 0.3,
-) -> tuple[Array, Array]:
+) -> Pair:
     """Low-contrast multiplicative tint with a soft edge: the subtle defect of every category."""
     rad = max(rng.uniform(*radius) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad * 0.5)
@@ -286,14 +288,14 @@ def _stain(
 
 def _scratch(
     scene: _Scene,
-    rng: np.random.Generator,
+    rng: Gen,
     size: int,
     *,
     length: tuple[float, float],
     width: tuple[float, float],
     target: Array | float,
     amount: tuple[float, float],
-) -> tuple[Array, Array]:
+) -> Pair:
     """A thin, slightly curved line blended towards ``target`` (bright for fresh material)."""
     ln = rng.uniform(*length) * size
     p0 = _pick_point(rng, scene.support, 2.0)
@@ -310,7 +312,7 @@ def _scratch(
 
 def _crack(
     scene: _Scene,
-    rng: np.random.Generator,
+    rng: Gen,
     size: int,
     *,
     angle: float | None,
@@ -318,14 +320,14 @@ def _crack(
     width: tuple[float, float],
     darken: tuple[float, float],
     branches: int = 0,
-) -> tuple[Array, Array]:
+) -> Pair:
     """A tapered random-walk line that darkens the surface; ``angle`` None means any direction."""
     step = 1.0
     n = max(int(rng.uniform(*length) * size / step), 3)
     start = _pick_point(rng, scene.support, 2.0)
     ang = rng.uniform(0.0, 2.0 * np.pi) if angle is None else angle + rng.normal(0.0, 0.25)
     pts = _walk(rng, start, ang, n, step, 0.18)
-    pts -= (pts[n // 2] - start)  # centre the crack on the picked point
+    pts -= pts[n // 2] - start  # centre the crack on the picked point
     alpha = _polyline(size, pts, _taper(len(pts), rng.uniform(*width)))
     for _ in range(branches):
         k = int(rng.integers(len(pts) // 4, 3 * len(pts) // 4 + 1))
@@ -341,7 +343,7 @@ def _crack(
 # --------------------------------------------------------------------------------------------------
 
 
-def _draw_fabric(rng: np.random.Generator, size: int) -> Params:
+def _draw_fabric(rng: Gen, size: int) -> Params:
     period = size / 11.0 * rng.uniform(0.95, 1.05)
     n_threads = int(np.ceil(size * 1.6 / period)) + 4
     return {
@@ -358,7 +360,7 @@ def _draw_fabric(rng: np.random.Generator, size: int) -> Params:
     }
 
 
-def _fabric_cells(p: Params, size: int) -> tuple[Array, Array]:
+def _fabric_cells(p: Params, size: int) -> Pair:
     """Continuous thread coordinates: integer part = thread index, fraction = position across it."""
     yy, xx = _pix_grid(size)
     c, s = np.cos(p["theta"]), np.sin(p["theta"])
@@ -367,7 +369,7 @@ def _fabric_cells(p: Params, size: int) -> tuple[Array, Array]:
     return u, v
 
 
-def _paint_fabric(p: Params, size: int) -> tuple[Array, Array]:
+def _paint_fabric(p: Params, size: int) -> Pair:
     u, v = _fabric_cells(p, size)
     iu, iv = np.floor(u), np.floor(v)
     fu, fv = u - iu, v - iv
@@ -376,15 +378,18 @@ def _paint_fabric(p: Params, size: int) -> tuple[Array, Array]:
         u0, u1, v0, v1 = p["flip"]
         top ^= (iu >= u0) & (iu < u1) & (iv >= v0) & (iv < v1)
     n = len(p["warp_var"])
-    warp = np.sin(np.pi * fu) ** 0.7 * (0.7 + 0.3 * np.sin(np.pi * fv)) * (1 + p["warp_var"][iu.astype(int) % n])
-    weft = np.sin(np.pi * fv) ** 0.7 * (0.7 + 0.3 * np.sin(np.pi * fu)) * (1 + p["weft_var"][iv.astype(int) % n])
+    # Threads are bright in the middle, dark in the gaps, and dip where they pass under the crossing thread.
+    warp = np.sin(np.pi * fu) ** 0.7 * (0.7 + 0.3 * np.sin(np.pi * fv))
+    weft = np.sin(np.pi * fv) ** 0.7 * (0.7 + 0.3 * np.sin(np.pi * fu))
+    warp = warp * (1.0 + p["warp_var"][iu.astype(int) % n])
+    weft = weft * (1.0 + p["weft_var"][iv.astype(int) % n])
     shade = np.where(top, warp, weft)
     col = np.where(top[..., None], p["warp"], p["weft"])
     tex = 1.0 + 0.04 * p["fibre"] + 0.03 * p["mottle"]
     return col * ((0.3 + 0.7 * shade) * tex)[..., None], np.ones((size, size))
 
 
-def _fabric_hole(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _fabric_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     rad = max(rng.uniform(0.035, 0.08) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.35, soft=0.8)
@@ -392,7 +397,7 @@ def _fabric_hole(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int
     return backing, alpha
 
 
-def _fabric_thread(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _fabric_thread(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     n = max(int(rng.uniform(0.2, 0.45) * size / 1.5), 4)
     start = _pick_point(rng, scene.support, 2.0)
     pts = _walk(rng, start, rng.uniform(0.0, 2.0 * np.pi), n, 1.5, 0.15)
@@ -403,11 +408,11 @@ def _fabric_thread(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: i
     return layer, alpha
 
 
-def _fabric_stain(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _fabric_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     return _stain(scene, rng, size, strength=(0.03, 0.08), radius=(0.06, 0.14), tint=(0.6, 0.85, 1.0))
 
 
-def _fabric_misweave(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _fabric_misweave(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     p = scene.params
     cy, cx = _pick_point(rng, scene.support, p["period"] * 2.0)
     u, v = _fabric_cells(p, size)
@@ -426,12 +431,13 @@ def _fabric_misweave(spec: _Spec, scene: _Scene, rng: np.random.Generator, size:
 # --------------------------------------------------------------------------------------------------
 
 
-def _draw_wood(rng: np.random.Generator, size: int) -> Params:
+def _draw_wood(rng: Gen, size: int) -> Params:
     theta = np.deg2rad(rng.uniform(-6.0, 6.0))
     light = np.array([0.80, 0.60, 0.40]) * rng.uniform(0.9, 1.08) + rng.normal(0.0, 0.015, 3)
     knot = None
     if rng.random() < 0.35:
-        knot = (*rng.uniform(-0.6, 0.6, 2), rng.uniform(0.07, 0.13), rng.uniform(0.8, 1.6) * rng.choice([-1, 1]))
+        ky, kx = rng.uniform(-0.6, 0.6, 2)
+        knot = (ky, kx, rng.uniform(0.07, 0.13), rng.uniform(0.8, 1.6) * rng.choice([-1.0, 1.0]))
     return {
         "theta": theta,
         "freq": rng.uniform(3.5, 6.0),
@@ -446,7 +452,7 @@ def _draw_wood(rng: np.random.Generator, size: int) -> Params:
     }
 
 
-def _paint_wood(p: Params, size: int) -> tuple[Array, Array]:
+def _paint_wood(p: Params, size: int) -> Pair:
     y, x = _norm_grid(size)
     c, s = np.cos(p["theta"]), np.sin(p["theta"])
     xr, yr = x * c + y * s, -x * s + y * c
@@ -464,24 +470,24 @@ def _paint_wood(p: Params, size: int) -> tuple[Array, Array]:
     return rgb * (1.0 - 0.45 * core), np.ones((size, size))
 
 
-def _wood_scratch(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _wood_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     target = np.minimum(scene.params["light"] * 1.15, 1.0)
-    return _scratch(scene, rng, size, length=(0.2, 0.5), width=(0.8, 1.4), target=target, amount=(0.25, 0.5))
+    return _scratch(scene, rng, size, length=(0.2, 0.5), width=(0.8, 1.4), target=target, amount=(0.35, 0.65))
 
 
-def _wood_crack(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _wood_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     ang = scene.params["theta"] + (np.pi if rng.random() < 0.5 else 0.0)
     return _crack(scene, rng, size, angle=ang, length=(0.15, 0.4), width=(1.2, 2.6), darken=(0.25, 0.4))
 
 
-def _wood_hole(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _wood_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     rad = max(rng.uniform(0.012, 0.03) * size, 1.0)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.15, soft=0.7)
     return scene.params["dark"] * 0.25 * np.ones_like(scene.rgb), alpha
 
 
-def _wood_stain(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _wood_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     return _stain(scene, rng, size, strength=(0.03, 0.07), radius=(0.08, 0.16), tint=(1.15, 1.0, 0.8))
 
 
@@ -490,7 +496,7 @@ def _wood_stain(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int)
 # --------------------------------------------------------------------------------------------------
 
 
-def _draw_stone(rng: np.random.Generator, size: int) -> Params:
+def _draw_stone(rng: Gen, size: int) -> Params:
     return {
         "level": rng.uniform(0.48, 0.6),
         "f1": _smooth_noise(rng, size, size * 0.12),
@@ -509,33 +515,43 @@ def _stone_value(p: Params) -> Array:
     return v * (1.0 - 0.35 * dark) + 0.15 * light
 
 
-def _paint_stone(p: Params, size: int) -> tuple[Array, Array]:
+def _paint_stone(p: Params, size: int) -> Pair:
     v = _stone_value(p)
     return np.repeat(v[..., None], 3, axis=-1), np.ones((size, size))
 
 
-def _stone_crack(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _stone_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     branches = int(rng.integers(0, 3))
     return _crack(
-        scene, rng, size, angle=None, length=(0.2, 0.45), width=(0.9, 1.8), darken=(0.35, 0.5), branches=branches
+        scene,
+        rng,
+        size,
+        angle=None,
+        length=(0.2, 0.45),
+        width=(0.9, 1.8),
+        darken=(0.35, 0.5),
+        branches=branches,
     )
 
 
-def _stone_chip(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _stone_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     rad = max(rng.uniform(0.04, 0.09) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.4, soft=0.8)
-    v = ndimage.gaussian_filter(scene.rgb[..., 0], 1.2, mode="wrap") * rng.uniform(1.08, 1.18)
-    rim = np.clip(4.0 * alpha * (1.0 - alpha) + (alpha > 0) * (alpha < 0.9) * 0.3, 0.0, 1.0)
-    v = v * (1.0 - 0.35 * rim)
+    # Fresh fracture: smoother and brighter than the polished face, with a shadowed rim on one side.
+    v = ndimage.gaussian_filter(scene.rgb[..., 0], 1.2, mode="wrap") * rng.uniform(1.15, 1.3)
+    ang = rng.uniform(0.0, 2.0 * np.pi)
+    shifted = ndimage.shift(alpha, (1.5 * np.sin(ang), 1.5 * np.cos(ang)), order=1, mode="constant")
+    rim = np.clip(alpha - shifted, 0.0, 1.0)
+    v = v * (1.0 - 0.6 * rim)
     return np.repeat(v[..., None], 3, axis=-1), alpha
 
 
-def _stone_stain(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _stone_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     return _stain(scene, rng, size, strength=(0.03, 0.07), radius=(0.08, 0.18), tint=(1.0, 1.0, 1.0))
 
 
-def _stone_smear(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _stone_smear(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     rad = max(rng.uniform(0.05, 0.1) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.3, soft=rad * 0.3)
@@ -548,7 +564,7 @@ def _stone_smear(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int
 # --------------------------------------------------------------------------------------------------
 
 
-def _draw_washer(rng: np.random.Generator, size: int) -> Params:
+def _draw_washer(rng: Gen, size: int) -> Params:
     ro = rng.uniform(0.58, 0.64)
     marks = ndimage.gaussian_filter1d(rng.standard_normal(size + 8), 0.8, mode="wrap")
     return {
@@ -564,7 +580,7 @@ def _draw_washer(rng: np.random.Generator, size: int) -> Params:
     }
 
 
-def _paint_washer(p: Params, size: int) -> tuple[Array, Array]:
+def _paint_washer(p: Params, size: int) -> Pair:
     y, x = _norm_grid(size)
     px = size / 2.0
     cy, cx = p["centre"]
@@ -584,23 +600,27 @@ def _paint_washer(p: Params, size: int) -> tuple[Array, Array]:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _washer_scratch(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _washer_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     target = np.minimum(scene.params["metal"] * 1.4, 1.0)
-    return _scratch(scene, rng, size, length=(0.08, 0.22), width=(0.7, 1.2), target=target, amount=(0.35, 0.7))
+    return _scratch(
+        scene, rng, size, length=(0.08, 0.22), width=(0.7, 1.2), target=target, amount=(0.35, 0.7)
+    )
 
 
-def _washer_notch(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _washer_notch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     p = scene.params
     phi = rng.uniform(0.0, 2.0 * np.pi)
     ny, nx = p["centre"][0] + p["ro"] * np.sin(phi), p["centre"][1] + p["ro"] * np.cos(phi)
     return _geometry(spec, scene, size, notch=(ny, nx, rng.uniform(0.06, 0.12)))
 
 
-def _washer_rust(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
-    return _stain(scene, rng, size, strength=(0.04, 0.1), radius=(0.05, 0.1), tint=(0.3, 0.8, 1.3), irregular=0.4)
+def _washer_rust(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+    return _stain(
+        scene, rng, size, strength=(0.04, 0.1), radius=(0.05, 0.1), tint=(0.3, 0.8, 1.3), irregular=0.4
+    )
 
 
-def _washer_off_center(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _washer_off_center(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     mag = max(rng.uniform(0.025, 0.06), 2.0 / size)
     phi = rng.uniform(0.0, 2.0 * np.pi)
     return _geometry(spec, scene, size, hole=(mag * np.sin(phi), mag * np.cos(phi)))
@@ -611,7 +631,7 @@ def _washer_off_center(spec: _Spec, scene: _Scene, rng: np.random.Generator, siz
 # --------------------------------------------------------------------------------------------------
 
 
-def _draw_pill(rng: np.random.Generator, size: int) -> Params:
+def _draw_pill(rng: Gen, size: int) -> Params:
     half, rad, seam = rng.uniform(0.47, 0.52), rng.uniform(0.25, 0.28), rng.uniform(-0.04, 0.04)
     n_speck = int(rng.integers(0, 12))
     speckles = np.stack(
@@ -637,14 +657,14 @@ def _draw_pill(rng: np.random.Generator, size: int) -> Params:
     }
 
 
-def _pill_local(p: Params, size: int) -> tuple[Array, Array]:
+def _pill_local(p: Params, size: int) -> Pair:
     y, x = _norm_grid(size)
     dy, dx = y - p["centre"][0], x - p["centre"][1]
     c, s = np.cos(p["angle"]), np.sin(p["angle"])
     return dx * c + dy * s, -dx * s + dy * c
 
 
-def _paint_pill(p: Params, size: int) -> tuple[Array, Array]:
+def _paint_pill(p: Params, size: int) -> Pair:
     y, x = _norm_grid(size)
     px = size / 2.0
     s, t = _pill_local(p, size)
@@ -670,14 +690,14 @@ def _paint_pill(p: Params, size: int) -> tuple[Array, Array]:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _pill_crack(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _pill_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     p = scene.params
     length = 2.0 * p["rad"] / 2.0 * rng.uniform(0.3, 0.7)  # fraction of the pill width, in size units
     ang = p["angle"] + np.pi / 2.0 + (np.pi if rng.random() < 0.5 else 0.0)
     return _crack(scene, rng, size, angle=ang, length=(length, length), width=(0.7, 1.3), darken=(0.4, 0.55))
 
 
-def _pill_contamination(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _pill_contamination(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     rad = max(rng.uniform(1.2, 3.0) * size / 128.0, 0.9)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.4, soft=0.6) * scene.support
@@ -685,11 +705,11 @@ def _pill_contamination(spec: _Spec, scene: _Scene, rng: np.random.Generator, si
     return np.broadcast_to(col * rng.uniform(0.8, 1.2), scene.rgb.shape).copy(), alpha
 
 
-def _pill_discoloration(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _pill_discoloration(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     return _stain(scene, rng, size, strength=(0.05, 0.1), radius=(0.06, 0.12), tint=(0.0, 0.3, 1.0))
 
 
-def _pill_chip(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _pill_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     p = scene.params
     half, rad = p["half"], p["rad"]
     if rng.random() < 0.6:  # a long side
@@ -709,7 +729,7 @@ def _pill_chip(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) 
 # --------------------------------------------------------------------------------------------------
 
 
-def _draw_screw(rng: np.random.Generator, size: int) -> Params:
+def _draw_screw(rng: Gen, size: int) -> Params:
     return {
         "bg": _background(rng, size, rng.uniform(0.62, 0.72), (1.0, 1.0, 0.98)),
         "centre": rng.uniform(-0.05, 0.05, 2),
@@ -732,7 +752,7 @@ def _draw_screw(rng: np.random.Generator, size: int) -> Params:
 _HEAD_S0, _HEAD_S1 = -0.62, -0.47
 
 
-def _screw_shaft(p: Params, s: Array, t: Array) -> tuple[Array, Array]:
+def _screw_shaft(p: Params, s: Array, t: Array) -> Pair:
     """Signed distance and shading of the threaded shaft in local (axis, across) coordinates."""
     ph = s / p["pitch"] + p["thread_phase"]
     tri = np.abs(ph - np.floor(ph) - 0.5) * 2.0
@@ -752,7 +772,7 @@ def _screw_shaft(p: Params, s: Array, t: Array) -> tuple[Array, Array]:
     return sd, shade
 
 
-def _paint_screw(p: Params, size: int) -> tuple[Array, Array]:
+def _paint_screw(p: Params, size: int) -> Pair:
     y, x = _norm_grid(size)
     px = size / 2.0
     dy, dx = y - p["centre"][0], x - p["centre"][1]
@@ -780,21 +800,21 @@ def _paint_screw(p: Params, size: int) -> tuple[Array, Array]:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _screw_bent(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _screw_bent(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     beta = rng.uniform(0.1, 0.22) * rng.choice([-1.0, 1.0])
     return _geometry(spec, scene, size, bend=(rng.uniform(0.0, 0.25), beta))
 
 
-def _screw_broken_tip(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _screw_broken_tip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     return _geometry(spec, scene, size, broken=rng.uniform(0.15, 0.3))
 
 
-def _screw_thread_damage(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _screw_thread_damage(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     p = scene.params
     return _geometry(spec, scene, size, flat=(rng.uniform(-0.35, 0.2), rng.uniform(0.7, 1.3) * p["pitch"]))
 
 
-def _screw_scratch(spec: _Spec, scene: _Scene, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+def _screw_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     target = np.minimum(scene.params["metal"] * 1.6, 1.0)
     return _scratch(scene, rng, size, length=(0.05, 0.14), width=(0.6, 1.0), target=target, amount=(0.4, 0.7))
 
@@ -808,7 +828,12 @@ _SPECS: dict[str, _Spec] = {
         "texture",
         _draw_fabric,
         _paint_fabric,
-        {"hole": _fabric_hole, "thread": _fabric_thread, "stain": _fabric_stain, "misweave": _fabric_misweave},
+        {
+            "hole": _fabric_hole,
+            "thread": _fabric_thread,
+            "stain": _fabric_stain,
+            "misweave": _fabric_misweave,
+        },
     ),
     "wood": _Spec(
         "texture",
@@ -827,7 +852,12 @@ _SPECS: dict[str, _Spec] = {
         "object",
         _draw_washer,
         _paint_washer,
-        {"scratch": _washer_scratch, "notch": _washer_notch, "rust": _washer_rust, "off_center": _washer_off_center},
+        {
+            "scratch": _washer_scratch,
+            "notch": _washer_notch,
+            "rust": _washer_rust,
+            "off_center": _washer_off_center,
+        },
     ),
     "pill": _Spec(
         "object",
@@ -882,7 +912,7 @@ class _Post:
     sigma: float  # sensor noise std
 
 
-def _draw_post(rng: np.random.Generator, size: int, gray: bool) -> _Post:
+def _draw_post(rng: Gen, size: int, gray: bool) -> _Post:
     y, x = _norm_grid(size)
     beta = rng.uniform(0.0, 2.0 * np.pi)
     grad, vig = rng.uniform(0.0, 0.08), rng.uniform(0.0, 0.08)
@@ -898,7 +928,7 @@ def _finish(rgb: Array, post: _Post, noise: Array) -> Array:
 
 
 def _force_difference(img: Array, clean: Array, mask: Array, direction: Array) -> Array:
-    """Move mask pixels that quantised back to their clean value by one grey level, in the defect's direction."""
+    """Nudge mask pixels that quantised back to their clean value one grey level in the defect's direction."""
     same = mask & np.all(img == clean, axis=-1)
     if not same.any():
         return img
@@ -917,9 +947,7 @@ def sample_entropy(seed: int, category: str, split: str, defect: str | None, ind
     return (int(seed), _crc(category), _SPLIT_CODES[split], _crc(defect or "good"), int(index))
 
 
-def render_sample(
-    category: str, defect: str | None, *, image_size: int, entropy: Sequence[int]
-) -> tuple[Array, Array]:
+def render_sample(category: str, defect: str | None, *, image_size: int, entropy: Sequence[int]) -> Pair:
     """Render one image (H, W, 3) uint8 and its mask (H, W) uint8 in {0, 255}.
 
     The scene, the camera effects and the noise come from generators independent of the defect's, so
@@ -959,6 +987,14 @@ def render_sample(
     return img, mask.astype(np.uint8) * 255
 
 
+def _object_support(category: str, *, image_size: int, entropy: Sequence[int]) -> Array:
+    """Coverage of the defect-free object in ``render_sample``'s scene; lets tests check placement."""
+    spec = _SPECS[category]
+    base_ss, _, _ = np.random.SeedSequence(list(entropy)).spawn(3)
+    params = spec.draw(np.random.default_rng(base_ss), int(image_size))
+    return spec.paint(params, int(image_size))[1]
+
+
 # --------------------------------------------------------------------------------------------------
 # Writing the tree
 # --------------------------------------------------------------------------------------------------
@@ -969,7 +1005,14 @@ def _save_png(path: Path, arr: Array) -> None:
 
 
 def _write_tree(
-    out: Path, *, seed: int, size: int, n_train: int, n_test_good: int, n_per_defect: int, categories: Sequence[str]
+    out: Path,
+    *,
+    seed: int,
+    size: int,
+    n_train: int,
+    n_test_good: int,
+    n_per_defect: int,
+    categories: Sequence[str],
 ) -> int:
     """Write every category under ``out``; returns the number of files written."""
     n_files = 0
@@ -984,7 +1027,8 @@ def _write_tree(
                 mask_path = out / cat / "ground_truth" / d / f"{i:03d}_mask.png"
                 jobs.append((out / cat / "test" / d / f"{i:03d}.png", "test", d, i, mask_path))
         for img_path, split, defect, i, mask_path in jobs:
-            img, mask = render_sample(cat, defect, image_size=size, entropy=sample_entropy(seed, cat, split, defect, i))
+            key = sample_entropy(seed, cat, split, defect, i)
+            img, mask = render_sample(cat, defect, image_size=size, entropy=key)
             img_path.parent.mkdir(parents=True, exist_ok=True)
             _save_png(img_path, img)
             n_files += 1
@@ -1023,7 +1067,7 @@ def _write_manifest(root: Path, params: dict[str, Any], n_files: int) -> None:
         with tmp.open("x", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=2, sort_keys=True)
             fh.write("\n")
-        os.replace(tmp, root / MANIFEST_NAME)
+        tmp.replace(root / MANIFEST_NAME)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -1053,16 +1097,16 @@ def _unique_sibling(root: Path, tag: str) -> Path:
 
 
 def _swap_into_place(tmp: Path, root: Path, params: dict[str, Any], overwrite: bool) -> None:
-    """Move a finished tree to ``root``: each rename is atomic, so a complete-looking tree is always complete."""
+    """Move a finished tree to ``root``; each rename is atomic, so a complete-looking tree is complete."""
     old: Path | None = None
     try:
         if root.exists():
             old = _unique_sibling(root, "old")
             old.mkdir()
             with contextlib.suppress(FileNotFoundError):  # a concurrent generator may have moved it already
-                os.replace(root, old / "tree")
+                root.replace(old / "tree")
         try:
-            os.replace(tmp, root)
+            tmp.replace(root)
         except OSError:
             # Another process finished first; its tree is as good as ours when the parameters agree.
             if not overwrite and _manifest_matches(root, params):

@@ -1,0 +1,99 @@
+"""The app's run logic through real Hydra composition and the real Lightning Trainer (patchknn, tiny data)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from adzoo.engine import format_table, is_complete, run
+from tests.conftest import TINY_DATA
+
+pytestmark = pytest.mark.integration
+
+
+def test_unified_run_writes_complete_results(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA)
+    payload = run(cfg)
+    results_path = tmp_path / "run" / "results.json"
+    assert is_complete(results_path)
+    written = json.loads(results_path.read_text())
+    per_category = written["metrics"]["per_category"]
+    assert len(per_category) >= 6
+    for metrics in per_category.values():
+        for key in ("image_auroc", "image_auroc_avgpool", "pixel_auroc", "pixel_aupro", "pixel_ap", "image_f1max"):
+            assert 0.0 <= metrics[key] <= 1.0
+    mean = written["metrics"]["mean"]
+    recomputed = sum(m["image_auroc"] for m in per_category.values()) / len(per_category)
+    assert math.isclose(mean["image_auroc"], recomputed)
+    for key in ("config", "seed", "git", "versions", "device", "timing", "parameters", "throughput_images_per_s"):
+        assert key in written
+    assert written["config"]["method_name"] == "patchknn" and written["setting"] == "unified"
+    assert written["timing"]["fit_s"] > 0 and written["parameters"]["total"] > 0
+    rows = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + written["data"]["test_images"]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert payload["metrics"]["mean"] == mean
+
+
+def test_complete_run_is_skipped_and_force_reruns(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric]")
+    run(cfg)
+    results_path = tmp_path / "run" / "results.json"
+    stamp = results_path.stat().st_mtime_ns
+    run(cfg)
+    assert results_path.stat().st_mtime_ns == stamp
+    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric]", "force=true")
+    run(cfg)
+    assert results_path.stat().st_mtime_ns != stamp
+
+
+def test_half_written_results_are_not_complete(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text('{"status": "complete", "metr')
+    assert not is_complete(path)
+    path.write_text('{"status": "running"}')
+    assert not is_complete(path)
+
+
+def test_separate_setting_trains_one_model_per_category(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.setting=separate",
+                      "data.categories=[fabric,pill]")
+    payload = run(cfg)
+    assert set(payload["metrics"]["per_category"]) == {"fabric", "pill"}
+    for category in ("fabric", "pill"):
+        assert (tmp_path / "run" / "categories" / category / "checkpoints" / "last.ckpt").is_file()
+    assert len(payload["timing"]["per_group"]) == 2
+
+
+def test_eval_reproduces_the_training_metrics(compose_cfg, tmp_path: Path) -> None:
+    trained = run(compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric,pill]"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric,pill]",
+                      f"ckpt_path={ckpt}", config_name="eval", run_dir=tmp_path / "eval")
+    evaluated = run(cfg, evaluate_only=True)
+    assert evaluated["metrics"]["per_category"] == trained["metrics"]["per_category"]
+
+
+def test_wandb_offline_run_files_hold_the_metrics(compose_cfg, tmp_path: Path) -> None:
+    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric]", "logger=wandb")
+    run(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
+    assert "test/image_auroc" in summary and "test/fabric/pixel_aupro" in summary
+
+
+def test_unwritable_output_folder_fails_before_training(compose_cfg, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, run_dir=blocker / "run")
+    with pytest.raises(PermissionError, match="not writable"):
+        run(cfg)
+
+
+def test_table_formats_nan_as_dash() -> None:
+    table = format_table({"a": {"image_auroc": 0.5}}, {"image_auroc": 0.5})
+    assert "50.00" in table and "—" in table
