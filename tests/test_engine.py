@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from adzoo.engine import format_table, is_complete, run
+from adzoo.utils.wandb_offline import read_offline_run
 from tests.conftest import TINY_DATA
 
 pytestmark = pytest.mark.integration
@@ -80,10 +81,15 @@ def test_eval_reproduces_the_training_metrics(compose_cfg, tmp_path: Path) -> No
 def test_wandb_offline_run_files_hold_the_metrics(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric]", "logger=wandb")
     run(cfg)
-    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
-    summary = json.loads((runs[0] / "files" / "wandb-summary.json").read_text())
-    assert "test/image_auroc" in summary and "test/fabric/pixel_aupro" in summary
+    logged = read_offline_run(runs[0])
+    summary = logged["summary"]
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert summary["test/image_auroc"] == pytest.approx(written["metrics"]["mean"]["image_auroc"])
+    assert "test/fabric/pixel_aupro" in summary
+    assert logged["config"]["method_name"] == "patchknn"
+    assert any(key.startswith("anomaly_maps/") for step in logged["history"] for key in step)
 
 
 def test_unwritable_output_folder_fails_before_training(compose_cfg, tmp_path: Path) -> None:

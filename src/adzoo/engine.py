@@ -190,6 +190,9 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
             else:
                 callbacks.append(instantiate(cb_cfg))
         loggers = _build_loggers(cfg, label)
+        hparams = _resolved_config(cfg)
+        for logger in loggers:
+            logger.log_hyperparams(hparams)
         trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         try:
             fit_s = 0.0
@@ -250,7 +253,7 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
         "git": _git_info(),
         "overrides": _overrides(),
         "run_dir": str(output_dir.resolve()),
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": _resolved_config(cfg),
     }
     if is_zero and rank() == 0:
         if datamodule.setting == "separate":
@@ -262,6 +265,12 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
             print(f"\n{cfg.method_name} on {datamodule.name} ({datamodule.setting}), metrics in %:\n{table}")
             print(f"fit {fit_total:.1f}s, test {test_total:.1f}s → {results_path}")
     return payload
+
+
+def _resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return container
 
 
 def _overrides() -> list[str]:

@@ -55,6 +55,7 @@ def test_per_category_metrics_match_functional(tmp_path: Path) -> None:
     mean = results["mean"]["image_auroc"]
     assert math.isclose(mean, (results["per_category"]["a"]["image_auroc"] + results["per_category"]["b"]["image_auroc"]) / 2)
     assert len(rows) == 12
+    cb.per_image = rows
     cb.write_predictions(tmp_path / "predictions.csv")
     assert len(list(csv.DictReader(open(tmp_path / "predictions.csv")))) == 12
 

@@ -39,7 +39,7 @@ def test_items_follow_the_sample_contract(tmp_path: Path) -> None:
     assert len(train) == 3 and len(test) == 2
     item = train[0]
     assert item["image"].shape == (3, 16, 16) and item["image"].dtype == torch.float32
-    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
     assert item["label"] == 0 and item["mask"].sum() == 0
     defect = next(test[i] for i in range(len(test)) if test[i]["label"] == 1)
     assert defect["has_mask"] is True

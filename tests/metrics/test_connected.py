@@ -57,4 +57,6 @@ def test_labels_come_back_on_the_input_device() -> None:
     masks = blob_masks(2, 16, 16, seed=2, level=0.8).cuda()
     labels, n = connected_components(masks)
     assert labels.device == masks.device
-    assert torch.equal(labels.cpu(), connected_components(masks.cpu())[0])
+    expected, n_cpu = connected_components(masks.cpu())
+    assert n == n_cpu
+    assert torch.equal(labels.cpu(), expected)

@@ -30,9 +30,7 @@ def test_image_metrics_single_class_is_nan() -> None:
 def _avgpool_max_loop(m: torch.Tensor, k: int) -> float:
     h, w = m.shape
     kh, kw = min(k, h), min(k, w)
-    return max(
-        m[i : i + kh, j : j + kw].double().mean().item() for i in range(h - kh + 1) for j in range(w - kw + 1)
-    )
+    return max(m[i : i + kh, j : j + kw].double().mean().item() for i in range(h - kh + 1) for j in range(w - kw + 1))
 
 
 @pytest.mark.parametrize(("shape", "kernel"), [((3, 20, 24), 16), ((2, 1, 10, 12), 4), ((2, 8, 30), 16)])

@@ -187,3 +187,5 @@ def test_cuda_matches_cpu() -> None:
     got = binary_metrics(maps.cuda(), masks.cuda())
     for key, value in binary_metrics(maps, masks).items():
         assert got[key] == pytest.approx(value, abs=1e-9)
+    with pytest.raises(ValueError, match="NaN"):
+        binary_metrics(torch.tensor([0.0, float("nan")], device="cuda"), torch.tensor([0, 1]))

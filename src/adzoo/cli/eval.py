@@ -17,7 +17,7 @@ def main(cfg: DictConfig) -> float | None:
     from adzoo.engine import run
 
     results = run(cfg, evaluate_only=True)
-    return None if results is None else results["mean"].get("image_auroc")
+    return None if results is None else results["metrics"]["mean"].get("image_auroc")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> float | None:
     results = run(cfg)
     if results is None:
         return None
-    return results["mean"].get("image_auroc")
+    return results["metrics"]["mean"].get("image_auroc")
 
 
 if __name__ == "__main__":

@@ -75,3 +75,16 @@ def sort_values(x: Tensor) -> Tensor:
     if x.device.type == "cpu":
         return torch.from_numpy(np.sort(x.contiguous().numpy()))
     return torch.sort(x).values
+
+
+def concat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """Concatenate 1-D tensors into ``dtype`` on their accelerator if any of them is on one, else on the
+    CPU (merged states arrive on the CPU); an empty list gives an empty CPU tensor."""
+    if not parts:
+        return torch.empty(0, dtype=dtype)
+    device = next((p.device for p in parts if p.device.type != "cpu"), torch.device("cpu"))
+    parts = [p.to(device) for p in parts]
+    if device.type == "cpu":
+        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        return torch.from_numpy(np.concatenate([p.numpy() for p in parts]).astype(np_dtype, copy=False))
+    return torch.cat([p.to(dtype) for p in parts])

@@ -57,9 +57,7 @@ def _shift(ge: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros(1, dtype=ge.dtype), ge[:-1]])
 
 
-def _groups_from(
-    tp_ge: np.ndarray, fp_gt: np.ndarray, fp_ge: np.ndarray, pro_ge: np.ndarray | None
-) -> Groups:
+def _groups_from(tp_ge: np.ndarray, fp_gt: np.ndarray, fp_ge: np.ndarray, pro_ge: np.ndarray | None) -> Groups:
     if pro_ge is None:
         return Groups(_shift(tp_ge), tp_ge, fp_gt, fp_ge)
     return Groups(_shift(tp_ge), tp_ge, fp_gt, fp_ge, _shift(pro_ge), pro_ge)

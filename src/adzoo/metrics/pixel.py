@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adzoo.metrics._tensor import as_bhw, as_bool, as_scores, finite_minmax, split_by_mask
+from adzoo.metrics._tensor import as_bhw, as_bool, as_scores, concat, finite_minmax, split_by_mask
 from adzoo.metrics.connected import label_numpy, region_weights
 from adzoo.metrics.functional import (
     Groups,
@@ -113,23 +113,24 @@ class ExactPixelMetrics:
         batch = _prepare(maps, masks)
         if batch is None:
             return
-        self._device = self._device or batch.scores.device
+        if self._device is None:
+            self._device = batch.scores.device
         pos, neg = split_by_mask(batch.scores, batch.fg)
         self._pos.append(pos)
         self._weights.append(batch.weights)
         self._neg.append(neg)
         self._n_regions += batch.n_regions
 
-    @staticmethod
-    def _cat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
-        return torch.cat([p.to(dtype) for p in parts]) if parts else torch.empty(0, dtype=dtype)
-
     def _tensors(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Concatenated (pos, weights, neg), in float64 if any batch was float64, else float32."""
+        """Concatenated (pos, weights, neg), in float64 if any batch was float64, else float32; the
+        lists are compacted to the concatenation so repeated calls do not copy again."""
         wide = any(p.dtype == torch.float64 for p in self._pos + self._neg)
         dtype = torch.float64 if wide else torch.float32
-        weights = self._cat(self._weights, torch.float64)
-        return self._cat(self._pos, dtype), weights, self._cat(self._neg, dtype)
+        pos, weights = concat(self._pos, dtype), concat(self._weights, torch.float64)
+        neg = concat(self._neg, dtype)
+        if self._pos or self._neg:
+            self._pos, self._weights, self._neg = [pos], [weights], [neg]
+        return pos, weights, neg
 
     def compute(self) -> dict[str, float]:
         if not self._pos and not self._neg:
@@ -150,7 +151,7 @@ class ExactPixelMetrics:
     def merge(self, other_state: dict[str, Any]) -> None:
         if other_state.get("backend") != "exact":
             raise ValueError(f"cannot merge a {other_state.get('backend')!r} state into an exact one")
-        device = self._device or torch.device("cpu")
+        device = self._device or torch.device("cpu")  # a later accelerator batch pulls all onto it
         self._pos.append(other_state["pos"].to(device))
         self._weights.append(other_state["weights"].to(device))
         self._neg.append(other_state["neg"].to(device))

@@ -41,7 +41,7 @@ class MemoryBank(nn.Module):
         self.register_buffer("features", torch.empty(0, 0), persistent=True)
         self._index = None
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "features"
         if key in state_dict:
             self.features = torch.empty_like(state_dict[key])
@@ -65,7 +65,7 @@ class MemoryBank(nn.Module):
         self.features = features.contiguous()
         self._index = None
 
-    def _build_index(self):  # noqa: ANN202
+    def _build_index(self):
         faiss = _faiss()
         dim = self.features.shape[1]
         index = faiss.IndexFlatL2(dim) if self.metric == "l2" else faiss.IndexFlatIP(dim)
