@@ -18,9 +18,7 @@ import torch
 from adzoo.backbones import FeatureCache, build_backbone, content_keys
 
 
-def _epochs(
-    step: Callable[[torch.Tensor], object], images: torch.Tensor, epochs: int, batch: int
-) -> list[float]:
+def _epochs(step: Callable[[torch.Tensor], object], images: torch.Tensor, epochs: int, batch: int) -> list[float]:
     """Wall time of each epoch of ``step`` over ``images`` in fixed batches."""
     times = []
     for _ in range(epochs):

@@ -60,8 +60,9 @@ def test_half_written_results_are_not_complete(tmp_path: Path) -> None:
 
 
 def test_separate_setting_trains_one_model_per_category(compose_cfg, tmp_path: Path) -> None:
-    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.setting=separate",
-                      "data.categories=[fabric,pill]")
+    cfg = compose_cfg(
+        "backbone=test_efficientnet", *TINY_DATA, "data.setting=separate", "data.categories=[fabric,pill]"
+    )
     payload = run(cfg)
     assert set(payload["metrics"]["per_category"]) == {"fabric", "pill"}
     for category in ("fabric", "pill"):
@@ -72,8 +73,14 @@ def test_separate_setting_trains_one_model_per_category(compose_cfg, tmp_path: P
 def test_eval_reproduces_the_training_metrics(compose_cfg, tmp_path: Path) -> None:
     trained = run(compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric,pill]"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric,pill]",
-                      f"ckpt_path={ckpt}", config_name="eval", run_dir=tmp_path / "eval")
+    cfg = compose_cfg(
+        "backbone=test_efficientnet",
+        *TINY_DATA,
+        "data.categories=[fabric,pill]",
+        f"ckpt_path={ckpt}",
+        config_name="eval",
+        run_dir=tmp_path / "eval",
+    )
     evaluated = run(cfg, evaluate_only=True)
     assert evaluated["metrics"]["per_category"] == trained["metrics"]["per_category"]
 

@@ -26,7 +26,8 @@ def config_dir() -> str:
         if (candidate / "train.yaml").is_file():
             return str(candidate.resolve())
     raise FileNotFoundError(
-        "adzoo configs not found; looked in " + ", ".join(str(c) for c in candidates)
+        "adzoo configs not found; looked in "
+        + ", ".join(str(c) for c in candidates)
         + " (set ADZOO_CONFIG_DIR to the repo's conf/ folder)"
     )
 

@@ -68,7 +68,10 @@ def _git_info() -> dict[str, Any]:
         if commit.returncode == 0:
             info["commit"] = commit.stdout.strip()
             status = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
                 timeout=10,
             )
             info["dirty"] = bool(status.stdout.strip())
@@ -79,8 +82,18 @@ def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "adzoo": adzoo.__version__}
-    for package in ("torch", "torchvision", "pytorch-lightning", "timm", "hydra-core", "faiss-cpu", "faiss-gpu",
-                    "scikit-learn", "numpy", "wandb"):
+    for package in (
+        "torch",
+        "torchvision",
+        "pytorch-lightning",
+        "timm",
+        "hydra-core",
+        "faiss-cpu",
+        "faiss-gpu",
+        "scikit-learn",
+        "numpy",
+        "wandb",
+    ):
         with contextlib.suppress(md.PackageNotFoundError):
             out[package] = md.version(package)
     return out
@@ -216,10 +229,16 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
         conventions = results["conventions"]
         rows.extend(metrics_cb.per_image)
         n_test = len(dm.test_set)
-        group_timings.append({
-            "group": label, "fit_s": fit_s, "test_s": test_s, "test_images": n_test,
-            "train_images": len(dm.train_set), "throughput_images_per_s": n_test / test_s if test_s else None,
-        })
+        group_timings.append(
+            {
+                "group": label,
+                "fit_s": fit_s,
+                "test_s": test_s,
+                "test_images": n_test,
+                "train_images": len(dm.train_set),
+                "throughput_images_per_s": n_test / test_s if test_s else None,
+            }
+        )
         parameters = model.parameter_counts()
         device = _device_info(trainer)
 
@@ -243,7 +262,9 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
         "seed": cfg.seed,
         "metrics": {"per_category": per_category, "mean": mean, "notes": notes, "conventions": conventions},
         "timing": {
-            "fit_s": fit_total, "test_s": test_total, "total_s": time.perf_counter() - started,
+            "fit_s": fit_total,
+            "test_s": test_total,
+            "total_s": time.perf_counter() - started,
             "per_group": group_timings,
         },
         "throughput_images_per_s": test_images / test_total if test_total else None,

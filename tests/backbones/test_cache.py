@@ -40,9 +40,7 @@ def test_cache_matches_direct_call_and_counts(extractor: FeatureExtractor) -> No
     assert (cache.hits, cache.misses) == (6, 6)
 
 
-def test_partial_miss_only_computes_misses(
-    extractor: FeatureExtractor, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_partial_miss_only_computes_misses(extractor: FeatureExtractor, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = FeatureCache(extractor)
     imgs = _images(6, seed=1)
     cache(imgs[:4])

@@ -25,8 +25,12 @@ def _batches(seed: int = 0):
         maps = torch.rand(n, 1, 16, 16, generator=g) + masks * torch.rand(1, generator=g)
         categories = ["a", "a", "b", "b"] if b < 2 else ["a", "b", "a", "b"]
         outputs = {
-            "pred_score": maps.flatten(1).amax(1), "anomaly_map": maps, "label": labels, "mask": masks,
-            "category": categories, "path": [f"img{b}_{i}.png" for i in range(n)],
+            "pred_score": maps.flatten(1).amax(1),
+            "anomaly_map": maps,
+            "label": labels,
+            "mask": masks,
+            "category": categories,
+            "path": [f"img{b}_{i}.png" for i in range(n)],
             "has_mask": torch.tensor([c == "a" for c in categories]),
         }
         yield outputs, {"image": torch.rand(n, 3, 16, 16, generator=g)}
@@ -38,8 +42,9 @@ def test_per_category_metrics_match_functional(tmp_path: Path) -> None:
     for outputs, batch in _batches():
         cb._update(outputs, batch)
         for i, c in enumerate(outputs["category"]):
-            collected[c].append((outputs["pred_score"][i], outputs["label"][i], outputs["anomaly_map"][i, 0],
-                                 outputs["mask"][i, 0]))
+            collected[c].append(
+                (outputs["pred_score"][i], outputs["label"][i], outputs["anomaly_map"][i, 0], outputs["mask"][i, 0])
+            )
     results, rows = cb.compute()
     for category, items in collected.items():
         scores = torch.stack([s for s, *_ in items])
@@ -53,11 +58,13 @@ def test_per_category_metrics_match_functional(tmp_path: Path) -> None:
     assert "pixel_auroc" not in results["per_category"]["b"]
     assert "pixel metrics skipped" in results["notes"]["b"]
     mean = results["mean"]["image_auroc"]
-    assert math.isclose(mean, (results["per_category"]["a"]["image_auroc"] + results["per_category"]["b"]["image_auroc"]) / 2)
+    assert math.isclose(
+        mean, (results["per_category"]["a"]["image_auroc"] + results["per_category"]["b"]["image_auroc"]) / 2
+    )
     assert len(rows) == 12
     cb.per_image = rows
     cb.write_predictions(tmp_path / "predictions.csv")
-    assert len(list(csv.DictReader(open(tmp_path / "predictions.csv")))) == 12
+    assert len(list(csv.DictReader((tmp_path / "predictions.csv").read_text().splitlines()))) == 12
 
 
 def test_streaming_backend_agrees_with_exact() -> None:
@@ -79,9 +86,15 @@ def test_no_sigmoid_no_flip() -> None:
     cb = AnomalyMetrics(backend="exact", pool_kernel=2)
     maps = torch.full((4, 1, 4, 4), 1e6)
     maps[0] += 1.0  # the normal image scores highest: AUROC must stay below 0.5, never flipped
-    outputs = {"pred_score": maps.flatten(1).amax(1), "anomaly_map": maps, "label": torch.tensor([0, 1, 1, 1]),
-               "mask": torch.zeros(4, 1, 4, 4), "category": ["x"] * 4, "path": list("abcd"),
-               "has_mask": torch.tensor([False] * 4)}
+    outputs = {
+        "pred_score": maps.flatten(1).amax(1),
+        "anomaly_map": maps,
+        "label": torch.tensor([0, 1, 1, 1]),
+        "mask": torch.zeros(4, 1, 4, 4),
+        "category": ["x"] * 4,
+        "path": list("abcd"),
+        "has_mask": torch.tensor([False] * 4),
+    }
     cb._update(outputs, {"image": torch.zeros(4, 3, 4, 4)})
     results, _ = cb.compute()
     assert results["per_category"]["x"]["image_auroc"] < 0.5

@@ -20,8 +20,15 @@ def _run(args: list[str], tmp_path: Path, cache_dir: Path, timeout: int = 300) -
     env = {**os.environ, "ADZOO_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     flags = [a for a in args if a.startswith("-")]
     args = [a for a in args if not a.startswith("-")]
-    cmd = [str(BIN / "adzoo-train"), *flags, f"paths.log_dir={tmp_path / 'logs'}", *TINY_DATA,
-           "backbone=test_efficientnet", "trainer.enable_progress_bar=false", *args]
+    cmd = [
+        str(BIN / "adzoo-train"),
+        *flags,
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *TINY_DATA,
+        "backbone=test_efficientnet",
+        "trainer.enable_progress_bar=false",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

@@ -73,3 +73,14 @@ def test_model_and_backbone_instantiate(compose_cfg) -> None:
     cfg = compose_cfg("backbone=test_efficientnet")
     model = instantiate(cfg.model)
     assert model.model.backbone.channels and len(model.model.backbone.channels) == 2
+
+
+def test_vit_backbone_serves_patchknn(compose_cfg) -> None:
+    import torch
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("backbone=test_vit", "backbone.out_indices=[0,1]")
+    model = instantiate(cfg.model)
+    model.model.fit(torch.randn(50, sum(model.model.backbone.channels)))
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.anomaly_map.shape == (2, 1, 32, 32) and out.pred_score.shape == (2,)

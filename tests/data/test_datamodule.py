@@ -34,11 +34,11 @@ def test_separate_setting_gives_one_category_each(source) -> None:
 
 
 def test_bad_keys_are_named(source) -> None:
-    with pytest.raises(ValueError, match="data.setting"):
+    with pytest.raises(ValueError, match=r"data\.setting"):
         AnomalyDataModule(source, setting="both")
-    with pytest.raises(ValueError, match="data.image_size"):
+    with pytest.raises(ValueError, match=r"data\.image_size"):
         AnomalyDataModule(source, image_size=-3)
-    with pytest.raises(ValueError, match="data.categories"):
+    with pytest.raises(ValueError, match=r"data\.categories"):
         AnomalyDataModule(source, categories=["no_such_category"])
 
 

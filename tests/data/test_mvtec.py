@@ -111,7 +111,7 @@ def test_mask_of_the_wrong_size(tmp_path: Path) -> None:
 def test_missing_mask_names_expected_file(tmp_path: Path) -> None:
     root = make_tree(tmp_path)
     (root / "thing" / "ground_truth" / "scratch" / "000_mask.png").unlink()
-    with pytest.raises(DataError, match="000_mask.png"):
+    with pytest.raises(DataError, match=r"000_mask\.png"):
         MVTecLayoutSource(root)
 
 

@@ -75,9 +75,7 @@ def test_layout_is_exact(tiny_root: Path) -> None:
         assert sorted(p.name for p in (base / "test").iterdir()) == sorted(["good", *defects])
         good = sorted(p.name for p in (base / "test" / "good").iterdir())
         assert good == [f"{i:03d}.png" for i in range(TINY["n_test_good"])]
-        assert sorted(p.name for p in (base / "ground_truth").iterdir()) == sorted(
-            defects
-        )  # no masks for good
+        assert sorted(p.name for p in (base / "ground_truth").iterdir()) == sorted(defects)  # no masks for good
         for img_path in [*(base / "train" / "good").iterdir(), *(base / "test" / "good").iterdir()]:
             with Image.open(img_path) as im:
                 assert (im.mode, im.size) == ("RGB", (size, size))
@@ -159,9 +157,7 @@ def test_deleted_manifest_triggers_regeneration(tmp_path: Path) -> None:
     after = _stamps(root)
     assert after.keys() == before.keys()
     assert all(after[k] != before[k] for k in content)  # every file was written again...
-    assert {
-        k: p.read_bytes() for k, p in _files(root).items() if k != MANIFEST_NAME
-    } == content  # ...identically
+    assert {k: p.read_bytes() for k, p in _files(root).items() if k != MANIFEST_NAME} == content  # ...identically
 
 
 def test_changed_params_or_overwrite_regenerate(tmp_path: Path) -> None:
@@ -282,9 +278,7 @@ def test_subtle_defect_hides_in_normal_variation(category: str) -> None:
     """A global-brightness detector must not see the subtle defect: its shift is below normal spread."""
     size = 64
     means = [
-        render_sample(category, None, image_size=size, entropy=sample_entropy(0, category, "train", None, i))[
-            0
-        ].mean()
+        render_sample(category, None, image_size=size, entropy=sample_entropy(0, category, "train", None, i))[0].mean()
         for i in range(12)
     ]
     spread = float(np.std(means))

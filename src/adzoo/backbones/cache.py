@@ -134,9 +134,7 @@ class FeatureCache:
             found.update(self._compute(images, missing, size))
 
         n_levels = len(found[full_keys[0]])
-        return [
-            torch.stack([found[k][level] for k in full_keys]).to(images.device) for level in range(n_levels)
-        ]
+        return [torch.stack([found[k][level] for k in full_keys]).to(images.device) for level in range(n_levels)]
 
     # --------------------------------------------------------------------------------------------- private
     def _compute(self, images: Tensor, missing: dict[str, int], size: tuple[int, int]) -> dict[str, Entry]:

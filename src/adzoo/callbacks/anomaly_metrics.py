@@ -170,10 +170,15 @@ class AnomalyMetrics(Callback):
                 notes[category] = "only one image label present: image metrics undefined (nan)"
             per_category[category] = metrics
             for path, score, pool, label in zip(st["paths"], st["scores"], st["pooled"], st["labels"]):
-                rows.append({
-                    "category": category, "path": path, "label": int(label),
-                    "pred_score": float(score), "avgpool_score": float(pool),
-                })
+                rows.append(
+                    {
+                        "category": category,
+                        "path": path,
+                        "label": int(label),
+                        "pred_score": float(score),
+                        "avgpool_score": float(pool),
+                    }
+                )
         keys = sorted({k for m in per_category.values() for k in m})
         mean = {}
         for key in keys:

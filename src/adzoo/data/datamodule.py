@@ -6,6 +6,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytorch_lightning as pl
@@ -102,9 +103,17 @@ class AnomalyDataModule(pl.LightningDataModule):
     def for_category(self, category: str) -> AnomalyDataModule:
         """A datamodule over one category (the separate setting), sharing the indexed source."""
         return AnomalyDataModule(
-            self.source, name=self.name, root=self.root, image_size=self.image_size, batch_size=self.batch_size,
-            eval_batch_size=self.eval_batch_size, num_workers=self.num_workers, setting=self.setting,
-            categories=[category], pin_memory=self.pin_memory, seed=self.seed,
+            self.source,
+            name=self.name,
+            root=self.root,
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            num_workers=self.num_workers,
+            setting=self.setting,
+            categories=[category],
+            pin_memory=self.pin_memory,
+            seed=self.seed,
         )
 
     def has_masks(self, category: str) -> bool:
@@ -175,10 +184,8 @@ class AnomalyDataModule(pl.LightningDataModule):
         digest = hashlib.sha256()
         count = 0
         if callable(files):
-            import os
-
             for path in sorted(files()):
-                stat = os.stat(path)
+                stat = Path(path).stat()
                 digest.update(f"{path}\0{stat.st_size}\0".encode())
                 count += 1
         else:

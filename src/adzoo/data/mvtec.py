@@ -136,7 +136,9 @@ class MVTecLayoutSource:
 
     def __init__(self, root: str | os.PathLike | None, categories: Sequence[str] | str = "all") -> None:
         if root in (None, ""):
-            raise DataError("data.root is not set (expected the folder holding the categories, e.g. data.root=/data/mvtec)")
+            raise DataError(
+                "data.root is not set (expected the folder holding the categories, e.g. data.root=/data/mvtec)"
+            )
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(
@@ -154,9 +156,7 @@ class MVTecLayoutSource:
             wanted = [categories] if isinstance(categories, str) else list(categories)
             missing = [c for c in wanted if c not in available]
             if missing:
-                raise DataError(
-                    f"categories {missing} not found under {self.root}; available: {', '.join(available)}"
-                )
+                raise DataError(f"categories {missing} not found under {self.root}; available: {', '.join(available)}")
             self._categories = wanted
         self._train: dict[str, list[SampleRecord]] = {}
         self._test: dict[str, list[SampleRecord]] = {}
@@ -173,9 +173,9 @@ class MVTecLayoutSource:
         if not train:
             raise DataError(f"empty category: no training images in {train_dir}")
         defect_dirs = sorted(p for p in test_dir.iterdir() if p.is_dir())
-        pixel_labels = all(
-            (base / "ground_truth" / d.name).is_dir() for d in defect_dirs if d.name != "good"
-        ) and any(d.name != "good" for d in defect_dirs)
+        pixel_labels = all((base / "ground_truth" / d.name).is_dir() for d in defect_dirs if d.name != "good") and any(
+            d.name != "good" for d in defect_dirs
+        )
         test: list[SampleRecord] = []
         for defect_dir in defect_dirs:
             is_good = defect_dir.name == "good"
@@ -185,9 +185,7 @@ class MVTecLayoutSource:
                 if not is_good and pixel_labels:
                     found = _mask_for(gt_dir, image)
                     if found is None:
-                        raise DataError(
-                            f"no mask for {image}: expected {gt_dir / (image.stem + '_mask.png')}"
-                        )
+                        raise DataError(f"no mask for {image}: expected {gt_dir / (image.stem + '_mask.png')}")
                     mask_path = str(found)
                 test.append(
                     SampleRecord(str(image), category, int(not is_good), mask_path, pixel_labels, defect_dir.name)

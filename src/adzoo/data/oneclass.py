@@ -189,16 +189,13 @@ def read_idx(path: str | Path) -> np.ndarray:
     count = int(np.prod(shape, dtype=np.int64))
     if len(raw) - header != count * dtype.itemsize:
         raise ValueError(
-            f"{path}: expected {count * dtype.itemsize} data bytes for shape {shape}, "
-            f"found {len(raw) - header}"
+            f"{path}: expected {count * dtype.itemsize} data bytes for shape {shape}, found {len(raw) - header}"
         )
     data = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape)
     return data.astype(dtype.newbyteorder("="), copy=True)
 
 
-def _missing(
-    what: str, root: Path | None, expected: Sequence[str], where: Sequence[str], how: str
-) -> NoReturn:
+def _missing(what: str, root: Path | None, expected: Sequence[str], where: Sequence[str], how: str) -> NoReturn:
     raise FileNotFoundError(
         f"{what} not found under root={str(root) if root is not None else None!r}: expected "
         f"{', '.join(expected)} in {' or '.join(where)}. Nothing is downloaded here; {how}"
@@ -343,9 +340,9 @@ class OneClassDataset(Dataset[AnomalySample]):
         size = self.image_size
         image = torch.from_numpy(np.ascontiguousarray(self._images[src])).to(torch.float32).div_(255.0)
         if image.shape[-2:] != (size, size):
-            image = F.interpolate(
-                image[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )[0].clamp_(0.0, 1.0)
+            image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[
+                0
+            ].clamp_(0.0, 1.0)
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1).contiguous()
         return AnomalySample(
@@ -381,9 +378,7 @@ def _stratified_pick(strata: np.ndarray, n: int, rng: np.random.Generator) -> np
             alloc[k] += 1
     while alloc.sum() < n:  # remainder left by capped strata
         alloc[np.argmax(counts - alloc)] += 1
-    picks = [
-        rng.choice(np.flatnonzero(inverse == k), size=int(a), replace=False) for k, a in enumerate(alloc)
-    ]
+    picks = [rng.choice(np.flatnonzero(inverse == k), size=int(a), replace=False) for k, a in enumerate(alloc)]
     return np.sort(np.concatenate(picks))
 
 
@@ -458,8 +453,7 @@ class OneClassSource:
         unknown = [c for c in names if c not in self._tasks]
         if unknown:
             raise ValueError(
-                f"unknown categories {unknown} for {self.name}/{self.protocol}; valid choices: "
-                f"{', '.join(self._tasks)}"
+                f"unknown categories {unknown} for {self.name}/{self.protocol}; valid choices: {', '.join(self._tasks)}"
             )
         return list(dict.fromkeys(names))
 
@@ -532,9 +526,7 @@ class OneClassSource:
         parts = [self._test_rows(self._tasks[n]) for n in names]
         index = np.concatenate([rows for rows, _ in parts])
         labels = np.concatenate([lab for _, lab in parts])
-        task_ids = np.concatenate(
-            [np.full(len(rows), k, dtype=np.int64) for k, (rows, _) in enumerate(parts)]
-        )
+        task_ids = np.concatenate([np.full(len(rows), k, dtype=np.int64) for k, (rows, _) in enumerate(parts)])
         return OneClassDataset(
             self._data.test_x,
             self._data.test_y,

@@ -154,9 +154,7 @@ def _smoothstep(e0: float, e1: float, v: Array) -> Array:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _blob(
-    rng: Gen, size: int, cy: float, cx: float, radius: float, *, irregular: float, soft: float
-) -> Array:
+def _blob(rng: Gen, size: int, cy: float, cx: float, radius: float, *, irregular: float, soft: float) -> Array:
     """Irregular disc (radius modulated by low angular harmonics) with a linear edge ``soft`` px wide."""
     yy, xx = _pix_grid(size)
     dy, dx = yy - cy, xx - cx
@@ -602,9 +600,7 @@ def _paint_washer(p: Params, size: int) -> Pair:
 
 def _washer_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     target = np.minimum(scene.params["metal"] * 1.4, 1.0)
-    return _scratch(
-        scene, rng, size, length=(0.08, 0.22), width=(0.7, 1.2), target=target, amount=(0.35, 0.7)
-    )
+    return _scratch(scene, rng, size, length=(0.08, 0.22), width=(0.7, 1.2), target=target, amount=(0.35, 0.7))
 
 
 def _washer_notch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
@@ -615,9 +611,7 @@ def _washer_notch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
 
 
 def _washer_rust(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(
-        scene, rng, size, strength=(0.04, 0.1), radius=(0.05, 0.1), tint=(0.3, 0.8, 1.3), irregular=0.4
-    )
+    return _stain(scene, rng, size, strength=(0.04, 0.1), radius=(0.05, 0.1), tint=(0.3, 0.8, 1.3), irregular=0.4)
 
 
 def _washer_off_center(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:

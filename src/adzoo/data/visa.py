@@ -44,7 +44,9 @@ def _link(source: Path, target: Path) -> None:
 
 
 def visa_source(
-    root: str | os.PathLike, out: str | os.PathLike, categories: Sequence[str] | str = "all",
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    categories: Sequence[str] | str = "all",
     split_csv: str = "split_csv/1cls.csv",
 ) -> MVTecLayoutSource:
     return MVTecLayoutSource(convert_visa(root, out, split_csv), categories=categories)

@@ -6,8 +6,8 @@ process group (to gather features and metric states), so the model is left unwra
 
 from __future__ import annotations
 
-from torch import nn
 from pytorch_lightning.strategies import DDPStrategy
+from torch import nn
 
 
 class AnomalyDDPStrategy(DDPStrategy):

@@ -58,9 +58,9 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "history":
-            history.append({
-                item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
-            })
+            history.append(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            )
         elif kind == "summary":
             for item in record.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
