@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from adzoo.data.types import select_categories
+
 log = logging.getLogger(__name__)
 
 SETTINGS = ("unified", "separate")
@@ -86,15 +88,7 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.setting = setting
         self.pin_memory = pin_memory
         self.seed = seed
-        available = source.categories()
-        if categories == "all" or categories is None:
-            self.categories = list(available)
-        else:
-            wanted = [categories] if isinstance(categories, str) else list(categories)
-            unknown = [c for c in wanted if c not in available]
-            if unknown:
-                raise ValueError(f"data.categories: unknown {unknown}; available: {', '.join(available)}")
-            self.categories = wanted
+        self.categories = select_categories(categories, source.categories(), "data.categories")
         if not self.categories:
             raise ValueError(f"data source {name!r} has no categories")
         self._train: Dataset | None = None

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from adzoo.data.types import AnomalySample
+from adzoo.data.types import AnomalySample, select_categories
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +150,7 @@ class MVTecLayoutSource:
             raise DataError(
                 f"no category found under {self.root} (expected <root>/<category>/train/good in MVTec layout)"
             )
-        if categories == "all" or categories is None:
-            self._categories = available
-        else:
-            wanted = [categories] if isinstance(categories, str) else list(categories)
-            missing = [c for c in wanted if c not in available]
-            if missing:
-                raise DataError(f"categories {missing} not found under {self.root}; available: {', '.join(available)}")
-            self._categories = wanted
+        self._categories = select_categories(categories, available, f"data root {self.root}", DataError)
         self._train: dict[str, list[SampleRecord]] = {}
         self._test: dict[str, list[SampleRecord]] = {}
         for category in self._categories:

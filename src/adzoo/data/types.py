@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypedDict
 
 import torch
@@ -23,3 +24,16 @@ class AnomalySample(TypedDict):
     category: str
     path: str
     has_mask: bool
+
+
+def select_categories(
+    wanted: Sequence[str] | str | None, available: Sequence[str], where: str, error: type[Exception] = ValueError
+) -> list[str]:
+    """Resolve ``"all"`` / one name / a list against what exists; unknown names fail, listing what is there."""
+    if wanted is None or wanted == "all":
+        return list(available)
+    names = [wanted] if isinstance(wanted, str) else list(wanted)
+    unknown = [c for c in names if c not in available]
+    if unknown:
+        raise error(f"{where}: unknown categories {unknown}; available: {', '.join(available)}")
+    return names
