@@ -42,9 +42,16 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
+def epoch_fraction(max_epochs: int, fraction: float) -> int:
+    """``${adzoo_epochs:${trainer.max_epochs},0.8}``: the epoch at which e.g. a StepLR fires (at least 1)."""
+    return max(1, int(int(max_epochs) * float(fraction)))
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("adzoo_run_name"):
         OmegaConf.register_new_resolver("adzoo_run_name", run_name)
+    if not OmegaConf.has_resolver("adzoo_epochs"):
+        OmegaConf.register_new_resolver("adzoo_epochs", epoch_fraction)
 
 
 register_resolvers()

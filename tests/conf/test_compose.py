@@ -84,3 +84,11 @@ def test_vit_backbone_serves_patchknn(compose_cfg) -> None:
     model.model.fit(torch.randn(50, sum(model.model.backbone.channels)))
     out = model(torch.rand(2, 3, 32, 32))
     assert out.anomaly_map.shape == (2, 1, 32, 32) and out.pred_score.shape == (2,)
+
+
+def test_epoch_fraction_resolver() -> None:
+    from adzoo._config import epoch_fraction
+
+    assert epoch_fraction(1000, 0.8) == 800
+    assert epoch_fraction(3, 0.8) == 2
+    assert epoch_fraction(1, 0.8) == 1

@@ -7,7 +7,6 @@ A method subclasses :class:`AnomalyModule`, builds its pure-torch model in ``__i
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -117,8 +116,3 @@ class AnomalyModule(pl.LightningModule):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"total": total, "trainable": trainable, "frozen": total - trainable}
-
-
-def step_at_fraction(max_epochs: int, fraction: float) -> int:
-    """Epoch at which a StepLR fires, e.g. 80% of training (UniAD/ADTR decay the lr ×0.1 there)."""
-    return max(1, math.floor(max_epochs * fraction))
