@@ -11,7 +11,6 @@ import csv
 import io
 import logging
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +69,13 @@ class AnomalyMetrics(Callback):
         self.results: dict[str, Any] = {}
         self.per_image: list[dict[str, Any]] = []
         self._states: dict[str, _CategoryState] = {}
-        self._examples: list[tuple[torch.Tensor, torch.Tensor, str]] = []
+        # Per category, a few test images (anomalous first) with their mask and map: for loggers and examples/.
+        self._examples: dict[str, list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, str]]] = {}
 
     # -- accumulation ----------------------------------------------------------------------------------
     def _reset(self) -> None:
         self._states = {}
-        self._examples = []
+        self._examples = {}
 
     def _update(self, outputs: dict[str, Any], batch: dict[str, Any]) -> None:
         maps = outputs["anomaly_map"].float()
@@ -103,9 +103,26 @@ class AnomalyMetrics(Callback):
             state.has_mask = state.has_mask and category_has_mask
             if category_has_mask:
                 state.pixel.update(maps[idx], masks[idx])
-        if len(self._examples) < self.log_images:
-            for i in range(min(len(categories), self.log_images - len(self._examples))):
-                self._examples.append((batch["image"][i].cpu(), maps[i].cpu(), categories[i]))
+        if self.log_images > 0:
+            self._keep_examples(batch, maps, masks, labels, categories, list(outputs["path"]))
+
+    def _keep_examples(
+        self,
+        batch: dict[str, Any],
+        maps: torch.Tensor,
+        masks: torch.Tensor,
+        labels: torch.Tensor,
+        categories: list[str],
+        paths: list[str],
+    ) -> None:
+        for i, category in enumerate(categories):
+            kept = self._examples.setdefault(category, [])
+            label = int(labels[i])
+            if len(kept) < self.log_images or (label == 1 and any(k[0] == 0 for k in kept)):
+                item = (label, batch["image"][i].cpu(), masks[i].cpu(), maps[i].cpu(), paths[i])
+                if len(kept) >= self.log_images:  # replace a normal example by an anomalous one
+                    kept.pop(next(j for j, k in enumerate(kept) if k[0] == 0))
+                kept.append(item)
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
@@ -214,6 +231,7 @@ class AnomalyMetrics(Callback):
         if trainer.is_global_zero:
             if stage == "test" and self.output_dir is not None:
                 self.write_predictions(Path(self.output_dir) / "predictions.csv")
+                self.save_examples(Path(self.output_dir) / "examples")
             self._log_images(trainer)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -231,18 +249,51 @@ class AnomalyMetrics(Callback):
         writer.writerows(self.per_image)
         atomic_write_text(path, buffer.getvalue())
 
+    def example_panels(self) -> dict[str, list[tuple[str, torch.Tensor]]]:
+        """Per category: (path, panel) with panel = image | ground truth | map overlay, float (3, H, 3W) in [0, 1].
+
+        Maps share one colour scale per category (its examples' min and max), so panels compare fairly.
+        """
+        from matplotlib import colormaps
+
+        colormap = colormaps["jet"]
+        panels: dict[str, list[tuple[str, torch.Tensor]]] = {}
+        for category, kept in sorted(self._examples.items()):
+            low = min(float(k[3].min()) for k in kept)
+            high = max(float(k[3].max()) for k in kept)
+            span = max(high - low, 1e-12)
+            for _label, image, mask, anomaly_map, path in kept:
+                heat = torch.from_numpy(colormap(((anomaly_map - low) / span).clamp(0, 1).numpy())[..., :3])
+                heat = heat.permute(2, 0, 1).float()
+                overlay = 0.5 * image + 0.5 * heat
+                truth = mask.float()[None].expand(3, -1, -1)
+                panels.setdefault(category, []).append((path, torch.cat([image, truth, overlay], dim=-1)))
+        return panels
+
+    def save_examples(self, folder: Path) -> list[Path]:
+        """Write the example panels as PNGs (``examples/<category>_<n>.png``) for the leaderboard gallery."""
+        from PIL import Image
+
+        written = []
+        for category, items in self.example_panels().items():
+            for n, (_path, panel) in enumerate(items):
+                target = folder / f"{category}_{n}.png"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                array = (panel.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+                tmp = target.with_suffix(".tmp.png")
+                Image.fromarray(array).save(tmp)
+                tmp.replace(target)
+                written.append(target)
+        return written
+
     def _log_images(self, trainer: pl.Trainer) -> None:
-        if not self._examples:
+        panels = self.example_panels()
+        if not panels:
             return
-        panels: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for image, anomaly_map, category in self._examples:
-            span = (anomaly_map.max() - anomaly_map.min()).clamp_min(1e-12)
-            heat = ((anomaly_map - anomaly_map.min()) / span)[None].expand(3, -1, -1)
-            panels[category].append(torch.cat([image, heat], dim=-1))
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
-            for category, images in panels.items():
-                grid = torch.cat(images, dim=-2).clamp(0, 1)
+            for category, items in panels.items():
+                grid = torch.cat([panel for _, panel in items], dim=-2).clamp(0, 1)
                 tag = f"anomaly_maps/{category}"
                 if hasattr(experiment, "add_image"):  # TensorBoard
                     experiment.add_image(tag, grid, global_step=trainer.global_step)

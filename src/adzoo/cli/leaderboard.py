@@ -1,0 +1,36 @@
+"""``adzoo-leaderboard RUN_DIR... [--out DIR]``: a self-checked leaderboard from finished runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from adzoo.leaderboard import LeaderboardError, build_leaderboard
+from adzoo.leaderboard.render import _markdown, main_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="adzoo-leaderboard",
+        description="Collect results.json files below the given run or sweep folders, check that every mean "
+        "matches its per-category values, aggregate seeds (mean ± std) and write leaderboard.md, .csv, "
+        ".html and plots.",
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders, sweep folders or results.json files")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first RUN folder)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots and map gallery")
+    args = parser.parse_args(argv)
+    out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
+    try:
+        rows, _ = build_leaderboard(args.runs, out, plots=not args.no_plots)
+    except LeaderboardError as exc:
+        print(f"adzoo-leaderboard: refused: {exc}", file=sys.stderr)
+        return 2
+    print(_markdown(*main_table(rows)))
+    print(f"\nwrote {out / 'leaderboard.md'}, .csv, .html ({len(rows)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

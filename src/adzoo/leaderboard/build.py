@@ -1,0 +1,31 @@
+"""Collect → check → aggregate → write Markdown, CSV, HTML and plots (all atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from adzoo.leaderboard.collect import METRICS, LeaderboardError, Row, aggregate, collect
+from adzoo.leaderboard.render import to_csv, to_html, to_markdown
+from adzoo.utils.io import atomic_write_text
+
+
+def build_leaderboard(paths: Iterable[str | Path], out: str | Path, plots: bool = True) -> tuple[list[Row], str]:
+    """Write ``leaderboard.{md,csv,html}`` (+ ``plots/``) into ``out``; returns the rows and the Markdown."""
+    runs = collect(paths)
+    if not runs:
+        raise LeaderboardError(f"no complete results.json found under {', '.join(map(str, paths))}")
+    rows = aggregate(runs)
+    out = Path(out)
+    plot_paths: list[Path] = []
+    gallery_images: dict[str, list[Path]] = {}
+    if plots:
+        from adzoo.leaderboard.plots import gallery, make_plots
+
+        plot_paths = make_plots(rows, out / "plots")
+        gallery_images = gallery(rows)
+    markdown = to_markdown(rows)
+    atomic_write_text(out / "leaderboard.md", markdown)
+    atomic_write_text(out / "leaderboard.csv", to_csv(rows, METRICS))
+    atomic_write_text(out / "leaderboard.html", to_html(rows, plot_paths, gallery_images))
+    return rows, markdown
