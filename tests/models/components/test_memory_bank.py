@@ -55,3 +55,15 @@ def test_state_dict_round_trip() -> None:
     other.load_state_dict(bank.state_dict())
     q = torch.randn(3, 4)
     assert torch.equal(other.search(q, 2)[1], bank.search(q, 2)[1])
+
+
+def test_torch_search_matches_faiss() -> None:
+    g = torch.Generator().manual_seed(3)
+    for metric in ("l2", "cosine", "ip"):
+        bank = MemoryBank(metric)
+        bank.fit(torch.randn(100, 8, generator=g))
+        queries = torch.randn(7, 8, generator=g)
+        faiss_scores, faiss_idx = bank.search(queries, k=3)
+        torch_scores, torch_idx = bank.torch_search(queries, k=3)
+        assert torch.equal(faiss_idx, torch_idx)
+        torch.testing.assert_close(faiss_scores, torch_scores, atol=1e-4, rtol=1e-4)

@@ -74,6 +74,18 @@ class MemoryBank(nn.Module):
         index.add(np.ascontiguousarray(self.features.cpu().numpy(), dtype=np.float32))
         return index
 
+    def torch_search(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same exact search in plain torch ops, so exported models (TorchScript/ONNX) need no faiss."""
+        q = queries.float()
+        if self.metric == "cosine":
+            q = torch.nn.functional.normalize(q, dim=1)
+        if self.metric == "l2":
+            distances = torch.cdist(q, self.features)
+            scores, indices = distances.topk(k, dim=1, largest=False)
+        else:
+            scores, indices = (q @ self.features.T).topk(k, dim=1, largest=True)
+        return scores, indices
+
     def search(
         self, queries: torch.Tensor, k: int = 1, exclude: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +96,8 @@ class MemoryBank(nn.Module):
         """
         if not self.is_fitted:
             raise RuntimeError("memory bank is empty: fit() it on normal features first")
+        if exclude is None and (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()):
+            return self.torch_search(queries, k)
         if k > len(self) - (1 if exclude is not None else 0):
             raise ValueError(f"k={k} is larger than the memory bank ({len(self)} entries)")
         if self._index is None:
