@@ -91,8 +91,11 @@ def read_mask(path: str | Path, image_path: str | Path, image_size: int | None) 
             mask = values > (127 if values.max() > 1 else 0)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read mask {path}: {exc} (expected a readable PNG mask)") from exc
-    with Image.open(image_path) as img:
-        width, height = img.size
+    try:
+        with Image.open(image_path) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {image_path}: {exc} (expected a readable image file)") from exc
     if mask.shape != (height, width):
         raise DataError(
             f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is {width}x{height}; "
