@@ -110,3 +110,12 @@ def test_unwritable_output_folder_fails_before_training(compose_cfg, tmp_path: P
 def test_table_formats_nan_as_dash() -> None:
     table = format_table({"a": {"image_auroc": 0.5}}, {"image_auroc": 0.5})
     assert "50.00" in table and "—" in table
+
+
+def test_a_second_run_into_a_locked_folder_is_refused(compose_cfg, tmp_path: Path) -> None:
+    from adzoo.utils.io import RunLockedError, run_lock
+
+    cfg = compose_cfg("backbone=test_efficientnet", *TINY_DATA)
+    with run_lock(tmp_path / "run"), pytest.raises(RunLockedError, match="in use by pid"):
+        run(cfg)
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import adzoo
 from adzoo.callbacks.anomaly_metrics import AnomalyMetrics
 from adzoo.utils.distributed import rank
-from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json
+from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json, run_lock
 
 log = logging.getLogger("adzoo")
 
@@ -164,6 +164,16 @@ def format_table(per_category: dict[str, dict[str, float]], mean: dict[str, floa
 
 
 def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
+    """Train (unless ``evaluate_only``) and test per the config; returns the results.json payload."""
+    output_dir = Path(cfg.paths.output_dir)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return _run(cfg, evaluate_only)  # DDP worker processes share rank 0's folder and lock
+    check_writable(output_dir)
+    with run_lock(output_dir):
+        return _run(cfg, evaluate_only)
+
+
+def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
     if evaluate_only and not cfg.get("ckpt_path"):
         raise ValueError("ckpt_path is required: adzoo-eval ckpt_path=<run folder or .ckpt file>")
     output_dir = Path(cfg.paths.output_dir)
@@ -171,7 +181,6 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
     if not evaluate_only and not cfg.get("force", False) and is_complete(results_path):
         log.info("skipping %s: results.json is complete (force=true reruns it)", output_dir)
         return read_json(results_path)
-    check_writable(output_dir)
     started = time.perf_counter()
 
     pl.seed_everything(cfg.seed, workers=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +34,34 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as handle:
         return json.load(handle)
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing into the same run folder."""
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/.adzoo.lock`` so two sweeps never write one run folder at once."""
+    import fcntl
+
+    path = Path(folder) / ".adzoo.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise RunLockedError(
+                f"run folder {folder} is in use by {owner}; wait for it, or point this run elsewhere "
+                "(paths.log_dir=... or hydra.run.dir=...)"
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
