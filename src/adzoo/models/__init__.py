@@ -5,6 +5,9 @@ from adzoo.models.output import AnomalyOutput
 
 METHODS = {
     "patchknn": "adzoo.models.patchknn.PatchKNN",
+    "cap": "adzoo.models.cap.CAP",
+    "uniad": "adzoo.models.uniad.UniAD",
+    "transformaly": "adzoo.models.transformaly.Transformaly",
 }
 
 __all__ = ["METHODS", "AnomalyModule", "AnomalyOutput", "NonFiniteLossError"]

@@ -1,0 +1,123 @@
+"""CAP through real Hydra composition and the real Trainer: generated set, digits, paper profile, eval, DDP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from adzoo.engine import is_complete, run
+from tests.conftest import TINY_DATA
+
+pytestmark = pytest.mark.integration
+TINY_CAP = ["method=cap", "backbone=test_efficientnet", *TINY_DATA, "trainer.max_epochs=2"]
+
+
+def test_unified_run_trains_and_eval_reproduces_the_metrics(compose_cfg, tmp_path: Path) -> None:
+    trained = run(compose_cfg(*TINY_CAP, "data.categories=[fabric,pill]"))
+    assert is_complete(tmp_path / "run" / "results.json")
+    assert set(trained["metrics"]["per_category"]) == {"fabric", "pill"}
+    for metrics in trained["metrics"]["per_category"].values():
+        for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
+            assert 0.0 <= metrics[key] <= 1.0
+    assert trained["config"]["model"]["k"] == 4 and trained["parameters"]["trainable"] == 3 * 64 * 64
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["state_dict"]["model.bank"].shape == (12, 64)  # 6 training images per category, D=64
+    assert "backbone" not in state["hyper_parameters"] and state["hyper_parameters"]["constraint_weight"] == 0.1
+    evaluated = run(
+        compose_cfg(
+            *TINY_CAP,
+            "data.categories=[fabric,pill]",
+            f"ckpt_path={ckpt}",
+            config_name="eval",
+            run_dir=tmp_path / "eval",
+        ),
+        evaluate_only=True,
+    )
+    assert evaluated["metrics"]["per_category"] == trained["metrics"]["per_category"]
+
+
+def test_ablations_run_in_the_separate_setting(compose_cfg, tmp_path: Path) -> None:
+    for i, switch in enumerate(("model.adaptation=false", "model.attention=false", "model.constraint_weight=0")):
+        payload = run(
+            compose_cfg(
+                *TINY_CAP, "data.setting=separate", "data.categories=[wood]", switch, run_dir=tmp_path / f"run{i}"
+            )
+        )
+        assert set(payload["metrics"]["per_category"]) == {"wood"}
+        trainable = {0: 0, 1: 64 * 64, 2: 3 * 64 * 64}[i]
+        assert payload["parameters"]["trainable"] == trainable
+
+
+def test_one_class_digits(compose_cfg) -> None:
+    payload = run(
+        compose_cfg(
+            "experiment=cap_oneclass",
+            "data.image_size=32",
+            "data.categories=[digit_0,digit_1]",
+            "data.source.max_train_per_task=40",
+            "data.source.max_test_per_task=60",
+            "model.k=8",
+            "trainer.max_epochs=2",
+        )
+    )
+    assert payload["setting"] == "separate" and payload["profile"] == "cpu"
+    assert payload["config"]["model"]["constraint_weight"] == 2.0
+    per_category = payload["metrics"]["per_category"]
+    assert set(per_category) == {"digit_0", "digit_1"}
+    for metrics in per_category.values():  # packaged ImageNet features separate digits even at 32²
+        assert metrics["image_auroc"] > 0.8
+        assert "pixel_auroc" not in metrics
+
+
+def test_paper_profile_composes_and_runs_a_few_steps(compose_cfg) -> None:
+    payload = run(
+        compose_cfg(
+            "experiment=cap_paper_mvtec",
+            "data=synthetic",
+            *TINY_DATA,
+            "backbone.weights=none",
+            "data.categories=[wood]",
+            "trainer.max_epochs=1",
+        )
+    )
+    assert payload["profile"] == "paper" and payload["backbone"]["name"].startswith("resnet152")
+    assert payload["parameters"]["trainable"] == 3 * 2048 * 2048  # pooled layer4: D=2048
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path: Path, cache_dir: Path) -> None:
+    """Every rank holds the gathered bank: without adaptation DDP scores as one process; with training, it runs.
+
+    Features of differently composed batches differ in the last float bits, and the 1×1 maps of this tiny
+    backbone tie whole images, hence 1e-4 rather than exact equality.
+    """
+    common = [
+        str(Path(sys.executable).parent / "adzoo-train"),
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *TINY_CAP,
+        "data.categories=[fabric,pill]",
+        "trainer.enable_progress_bar=false",
+    ]
+    env = {"ADZOO_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "PATH": "/usr/bin:/bin"}
+    results = {}
+    for name, extra in {
+        "single": ["model.adaptation=false"],
+        "ddp": ["model.adaptation=false", "trainer=ddp_cpu"],
+        "ddp_train": ["trainer=ddp_cpu"],
+    }.items():
+        proc = subprocess.run(
+            [*common, *extra, f"hydra.run.dir={tmp_path / name}"], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert results["ddp"]["device"]["world_size"] == 2
+    for category, metrics in results["single"]["metrics"]["per_category"].items():
+        for key, value in metrics.items():
+            assert results["ddp"]["metrics"]["per_category"][category][key] == pytest.approx(value, abs=1e-4), key
+    assert results["ddp_train"]["status"] == "complete"
