@@ -128,7 +128,7 @@ class CAPModel(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        k: int = 32,
+        k: int = 4,
         attention: bool = True,
         adaptation: bool = True,
         map_vector: str = "pretrained",
@@ -146,7 +146,7 @@ class CAPModel(nn.Module):
         self.memory_bank = MemoryBank(metric="cosine", use_gpu=use_gpu_index)
         self.register_buffer("bank", torch.empty(0, 0), persistent=True)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         key = prefix + "bank"
         if key in state_dict:  # the bank's size is only known from the checkpoint
             self.bank = torch.empty_like(state_dict[key], device=self.bank.device)
@@ -207,7 +207,9 @@ class CAPModel(nn.Module):
             return out.normal_hat
         return (out.weights.unsqueeze(-1) * neighbours).sum(dim=1)
 
-    def anomaly_map(self, z: torch.Tensor, normal: torch.Tensor, fmap: torch.Tensor, size: tuple[int, int]):
+    def anomaly_map(
+        self, z: torch.Tensor, normal: torch.Tensor, fmap: torch.Tensor, size: tuple[int, int]
+    ) -> torch.Tensor:
         """§4.6 (an adzoo addition as a metric): |cos(z, f(u)) − cos(zⁿ, f(u))| per cell, upsampled to ``size``."""
         cos_sample = F.cosine_similarity(fmap, z[:, :, None, None], dim=1)
         cos_normal = F.cosine_similarity(fmap, normal[:, :, None, None], dim=1)
