@@ -51,13 +51,13 @@ def test_digits_unimodal_with_the_cnn_stage_teacher(compose_cfg) -> None:
         "backbone=test_efficientnet",
         "data.image_size=32",
         "data.setting=separate",
-        "data.categories=[digit_0,digit_1]",
+        "data.categories=[digit_0]",
         "data.source.max_train_per_task=16",
         "data.source.max_test_per_task=30",
         *FAST,
     )
     payload = run(cfg)
-    assert set(payload["metrics"]["per_category"]) == {"digit_0", "digit_1"}
+    assert set(payload["metrics"]["per_category"]) == {"digit_0"}
     assert payload["profile"] == "cpu" and payload["config"]["model"]["train_all_students"] is False
     assert all(0.0 <= m["image_auroc"] <= 1.0 for m in payload["metrics"]["per_category"].values())
 
@@ -76,9 +76,11 @@ def test_paper_profile_composes_and_runs_a_few_steps_offline(compose_cfg) -> Non
         "trainer.limit_train_batches=2",
         "data.batch_size=2",
         "trainer.enable_progress_bar=false",
+        "model.train_all_students=false",  # one ViT-B student keeps this CPU test short; the teacher is the paper's
+        "model.scored_blocks=1",
     )
     payload = run(cfg)
-    assert payload["parameters"]["trainable"] > 80_000_000  # 12 ViT-B blocks as students
+    assert payload["parameters"]["trainable"] == 7_087_872  # one ViT-B/16 block (d=768, MLP 3072) as the student
     assert payload["backbone"]["name"] == "vit_base_patch16_384.orig_in21k_ft_in1k"
 
 
