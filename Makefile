@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## make .venv and install adzoo with every dependency (GPU=1 swaps faiss-cpu for faiss-gpu)
 
-demo: $(STAMP) ## the main job: every available method on the generated default set, then the results table
-	$(VENV)/bin/adzoo-train experiment=demo $(ARGS)
+demo: $(STAMP) ## the main job: every method on the generated default set (sweep=demo), then the leaderboard
+	$(VENV)/bin/adzoo-train sweep=demo $(ARGS)
 
 train: $(STAMP) ## one training run (pass ARGS="method=patchknn data=mvtec data.root=/path")
 	$(VENV)/bin/adzoo-train $(ARGS)

@@ -20,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders, sweep folders or results.json files")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the first RUN folder)")
     parser.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots and map gallery")
+    parser.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        default=None,
+        help="also log the table to wandb (offline; `wandb sync` uploads it) in this project",
+    )
+    parser.add_argument("--wandb-group", default="adhoc", help="wandb group of the leaderboard run (default: adhoc)")
     args = parser.parse_args(argv)
     out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
     try:
@@ -29,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(_markdown(*main_table(rows)))
     print(f"\nwrote {out / 'leaderboard.md'}, .csv, .html ({len(rows)} rows)")
+    if args.wandb:
+        from adzoo.leaderboard.wandb_table import log_leaderboard
+
+        print(f"wandb: {log_leaderboard(rows, project=args.wandb, group=args.wandb_group, save_dir=out)}")
     return 0
 
 

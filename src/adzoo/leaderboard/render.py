@@ -62,6 +62,25 @@ def main_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def compact_table(rows: Sequence[Row]) -> str:
+    """The terminal view at the end of a sweep: one Markdown line per row, the headline metrics and times."""
+    header = ["method", "profile", "setting", "backbone", "seeds", "I-AUROC", "P-AUROC", "AUPRO", "fit s", "test s"]
+    body = [
+        [
+            row.group[0],
+            row.group[1],
+            row.group[2],
+            row.group[4],
+            ",".join(map(str, row.seeds)),
+            *(fmt(row.cells["mean"][m], len(row.runs)) for m in PIVOT_METRICS),
+            f"{row.fit_s:.1f}",
+            f"{row.test_s:.1f}",
+        ]
+        for row in rows
+    ]
+    return _markdown(header, body)
+
+
 def pivot_table(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]]:
     categories = sorted({c for r in rows for c in r.categories})
     header = ["method", "setting", "data", *categories, "mean"]
