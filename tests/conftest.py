@@ -27,6 +27,21 @@ TINY_DATA = [
     "data.source.n_test_per_defect=1",
 ]
 
+# Per method, what on top of TINY_DATA makes a run take seconds (64² input: a 4×4 token grid at stride 16).
+TINY_METHOD: dict[str, list[str]] = {
+    "patchknn": ["backbone=test_efficientnet"],
+    "cap": ["backbone=test_efficientnet"],
+    "transformaly": ["backbone=test_vit", "data.batch_size=4"],
+    "uniad": [
+        "backbone=test_efficientnet", "data.image_size=64", "data.source.image_size=64", "model.hidden_dim=32",
+        "model.ffn_dim=64", "model.num_heads=4", "model.neighbour_mask_size=3",
+    ],
+    "adtr": [
+        "backbone=test_efficientnet", "data.image_size=64", "data.source.image_size=64", "model.hidden_dim=32",
+        "model.ffn_dim=64", "model.num_heads=4",
+    ],
+}  # fmt: skip
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
