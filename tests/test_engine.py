@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,16 @@ def test_a_second_run_into_a_locked_folder_is_refused(compose_cfg, tmp_path: Pat
     with run_lock(tmp_path / "run"), pytest.raises(RunLockedError, match="in use by pid"):
         run(cfg)
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_deterministic_sets_the_cublas_workspace_before_any_data_or_model(
+    compose_cfg, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG once, when CUDA starts: the engine must set it first thing."""
+    from hydra.errors import InstantiationException
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cfg = compose_cfg("data=mvtec", f"data.root={tmp_path / 'missing'}", "trainer.deterministic=true")
+    with pytest.raises(InstantiationException, match="does not exist"):
+        run(cfg)  # fails while indexing the data, before a Trainer or a model exists
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

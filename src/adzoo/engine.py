@@ -25,6 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import adzoo
 from adzoo.callbacks.anomaly_metrics import AnomalyMetrics
+from adzoo.config_checks import validate_config
+from adzoo.data.datamodule import epoch_seed
+from adzoo.errors import ConfigError, OutputFolderError
 from adzoo.utils.distributed import rank
 from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json, run_lock
 
@@ -43,6 +46,24 @@ TABLE_COLUMNS = (
 )
 
 
+class CheckpointNotFoundError(ConfigError, FileNotFoundError):
+    """``ckpt_path`` names no checkpoint: a config mistake, reported in one line."""
+
+
+class EpochSeed(pl.Callback):
+    """Reseed every RNG from (seed, epoch) when a training epoch starts.
+
+    Dropout, feature jitter and augmentation then depend on the epoch alone, not on how much randomness earlier
+    epochs consumed, so a run resumed from a checkpoint after a kill continues exactly as the uninterrupted run.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+
+
 def is_complete(path: Path) -> bool:
     """A results file counts only if it parses and says it is complete (a half-written file never does)."""
     try:
@@ -52,12 +73,15 @@ def is_complete(path: Path) -> bool:
 
 
 def check_writable(folder: Path) -> None:
+    """Fail before training, not after it, when the results could not be written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-") as probe:
+            probe.write(b"\0" * 4096)  # a full disk refuses data, not always an empty file
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as exc:
-        raise PermissionError(f"output folder {folder} is not writable ({exc}); set paths.log_dir") from exc
+        raise OutputFolderError(f"output folder {folder} is not writable ({exc}); set paths.log_dir") from exc
 
 
 def _git_info() -> dict[str, Any]:
@@ -125,15 +149,16 @@ def _build_loggers(cfg: DictConfig, version: str) -> list[Any]:
     return loggers
 
 
-def _close_loggers(loggers: list[Any]) -> None:
+def _close_loggers(loggers: list[Any], failed: bool) -> None:
+    """Finish wandb runs even when the job fails, marked failed, so no run is left open in the process."""
     for logger in loggers:
         if "Wandb" in type(logger).__name__:
             import wandb
 
             with contextlib.suppress(Exception):
-                logger.finalize("success")
+                logger.finalize("failed" if failed else "success")
             if wandb.run is not None:
-                wandb.finish()
+                wandb.finish(exit_code=1 if failed else 0)
 
 
 def _resolve_ckpt(ckpt_path: str | None, group_dir: Path) -> str | None:
@@ -147,7 +172,7 @@ def _resolve_ckpt(ckpt_path: str | None, group_dir: Path) -> str | None:
         nested = path / "categories" / group_dir.name / "checkpoints" / "last.ckpt"
         path = nested if nested.is_file() else path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: checkpoint {path} not found (expected a .ckpt or a run folder)")
+        raise CheckpointNotFoundError(f"ckpt_path: checkpoint {path} not found (expected a .ckpt or a run folder)")
     return str(path)
 
 
@@ -166,6 +191,10 @@ def format_table(per_category: dict[str, dict[str, float]], mean: dict[str, floa
 def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
     """Train (unless ``evaluate_only``) and test per the config; returns the results.json payload."""
     output_dir = Path(cfg.paths.output_dir)
+    validate_config(cfg)
+    if evaluate_only and not cfg.get("ckpt_path"):
+        raise ConfigError("ckpt_path is required: adzoo-eval ckpt_path=<run folder or .ckpt file>")
+    _configure_determinism(cfg)
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
         return _run(cfg, evaluate_only)  # DDP worker processes share rank 0's folder and lock
     check_writable(output_dir)
@@ -173,9 +202,14 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
         return _run(cfg, evaluate_only)
 
 
+def _configure_determinism(cfg: DictConfig) -> None:
+    """``trainer.deterministic`` on a GPU: cuBLAS gives repeatable matmuls only with a fixed workspace, read once
+    when CUDA starts, so it is set before any data or model exists (Lightning sets the same value later)."""
+    if (cfg.get("trainer") or {}).get("deterministic"):
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+
+
 def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
-    if evaluate_only and not cfg.get("ckpt_path"):
-        raise ValueError("ckpt_path is required: adzoo-eval ckpt_path=<run folder or .ckpt file>")
     output_dir = Path(cfg.paths.output_dir)
     results_path = output_dir / RESULTS_FILE
     if not evaluate_only and not cfg.get("force", False) and is_complete(results_path):
@@ -203,7 +237,7 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
         pl.seed_everything(cfg.seed, workers=True)  # every model of a run starts from the same seed
         model = instantiate(cfg.model)
         metrics_cb: AnomalyMetrics = instantiate(cfg.callbacks.metrics, output_dir=str(group_dir))
-        callbacks: list[pl.Callback] = [metrics_cb]
+        callbacks: list[pl.Callback] = [metrics_cb, EpochSeed(cfg.seed)]
         for name, cb_cfg in cfg.callbacks.items():
             if name == "metrics" or cb_cfg is None:
                 continue
@@ -212,11 +246,12 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
             else:
                 callbacks.append(instantiate(cb_cfg))
         loggers = _build_loggers(cfg, label)
-        hparams = _resolved_config(cfg)
-        for logger in loggers:
-            logger.log_hyperparams(hparams)
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        failed = True
         try:
+            hparams = _resolved_config(cfg)
+            for logger in loggers:
+                logger.log_hyperparams(hparams)
+            trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
             fit_s = 0.0
             if evaluate_only:
                 ckpt = _resolve_ckpt(cfg.ckpt_path, group_dir)
@@ -229,8 +264,9 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
             t0 = time.perf_counter()
             trainer.test(model, datamodule=dm, verbose=False)
             test_s = time.perf_counter() - t0
+            failed = False
         finally:
-            _close_loggers(loggers)
+            _close_loggers(loggers, failed)
         is_zero = trainer.is_global_zero
         results = metrics_cb.results
         per_category.update(results["per_category"])

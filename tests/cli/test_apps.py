@@ -52,9 +52,11 @@ def test_sweep_over_settings_and_resume(tmp_path: Path, cache_dir: Path) -> None
     for r in results:
         assert set(r["metrics"]["per_category"]) == {"fabric", "pill"}
     assert "I-AUROC" in first.stdout
+    written = {p: p.read_bytes() for p in sweep.glob("*/results.json")}
     again = _run(args, tmp_path, cache_dir)
-    assert again.stdout.count("I-AUROC") == 0  # both runs were complete and skipped
-    assert "skipping" in again.stdout + again.stderr
+    assert (again.stdout + again.stderr).count("skipping") == 2  # both runs were complete and skipped
+    assert {p: p.read_bytes() for p in sweep.glob("*/results.json")} == written
+    assert again.stdout.count(" done: ") == 2  # each job still reports its (kept) result
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, cache_dir: Path) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from adzoo.data import AnomalyDataModule, generated_source
+from adzoo.data import AnomalyDataModule, MVTecLayoutSource, generated_source
 from adzoo.data.datamodule import UnrepeatedDistributedSampler
 
 
@@ -46,6 +47,28 @@ def test_fingerprint_is_stable(source) -> None:
     a = AnomalyDataModule(source).fingerprint()
     b = AnomalyDataModule(source).fingerprint()
     assert a == b and a["files"] > 0
+
+
+def test_fingerprint_follows_content_and_names_not_location(source, tmp_path: Path) -> None:
+    """results.json must tell two data sets apart by what was read: same files anywhere → same fingerprint."""
+    copy = tmp_path / "copy"
+    shutil.copytree(source.root, copy)
+    original = AnomalyDataModule(source).fingerprint()
+    assert AnomalyDataModule(MVTecLayoutSource(copy)).fingerprint() == original
+    assert original["kind"] == "content"
+
+    image = copy / "fabric" / "train" / "good" / "000.png"
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 0xFF  # same size, one byte different
+    image.write_bytes(bytes(data))
+    edited = AnomalyDataModule(MVTecLayoutSource(copy)).fingerprint()
+    assert edited != original and edited["files"] == original["files"]
+
+    shutil.copy(source.root / "fabric" / "train" / "good" / "000.png", image)  # restored bytes: same again
+    assert AnomalyDataModule(MVTecLayoutSource(copy)).fingerprint() == original
+    image.rename(image.with_name("900.png"))
+    renamed = AnomalyDataModule(MVTecLayoutSource(copy)).fingerprint()
+    assert renamed != original and renamed["files"] == original["files"]
 
 
 def test_unrepeated_sampler_covers_each_index_once() -> None:

@@ -6,6 +6,9 @@ Examples::
     adzoo-train method=patchknn data=mvtec data.root=/data/mvtec_anomaly_detection data.setting=separate
     adzoo-train -m data.setting=unified,separate  # a sweep; finished runs are skipped on rerun
     adzoo-train --cfg job                         # print the composed config
+
+A config mistake prints one line (``adzoo-train: error: ...``) and exits with status 2;
+``HYDRA_FULL_ERROR=1`` shows its full traceback.
 """
 
 from __future__ import annotations
@@ -17,19 +20,27 @@ import hydra
 from omegaconf import DictConfig
 
 from adzoo._config import config_dir, register_resolvers
+from adzoo.config_checks import validate_config
+from adzoo.errors import run_app
 
 log = logging.getLogger("adzoo")
 register_resolvers()
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def app(cfg: DictConfig) -> float | None:
+    validate_config(cfg)  # before importing torch: a typo is reported in a second, not after the imports
     from adzoo.engine import run
 
     results = run(cfg)
     if results is None:
         return None
     return results["metrics"]["mean"].get("image_auroc")
+
+
+def main() -> int:
+    """Console entry point: Hydra's app, with user mistakes reported in one line."""
+    return run_app(app, "adzoo-train")
 
 
 if __name__ == "__main__":

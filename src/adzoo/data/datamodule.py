@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
@@ -41,6 +44,53 @@ class UnrepeatedDistributedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Content hash of one file, remembered per (path, size, mtime) so a sweep reads each file once."""
+    stat = Path(path).stat()
+    return _cached_digest(os.fspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed drawn from (seed, epoch) alone: epoch 3 of seed 0 and epoch 0 of seed 3 do not collide."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffles with a permutation that depends on (seed, epoch) only, like DistributedSampler on one process.
+
+    A RandomSampler's generator restarts when a killed run resumes, so epoch k would replay epoch 0's order;
+    Lightning calls :meth:`set_epoch` before every epoch, so the resumed run sees the uninterrupted run's order.
+    ``set_epoch`` also reseeds :attr:`loader_generator`, which the DataLoader draws its worker seeds from: without
+    it the loader would draw them from the global RNG, at a moment that differs between a fresh and a resumed run.
+    """
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+        self.loader_generator = torch.Generator().manual_seed(epoch_seed(seed, 0))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.loader_generator.manual_seed(epoch_seed(self.seed, epoch))
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.length
 
 
 def _distributed() -> tuple[int, int]:
@@ -134,21 +184,21 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         rank, world = _distributed()
+        # We shard ourselves (trainer.use_distributed_sampler=false in the DDP configs): training pads like
+        # DistributedSampler, evaluation never repeats an image, so metrics match one process. Every training
+        # order is a function of (seed, epoch), so a resumed run replays the uninterrupted run's batches.
         sampler: Sampler[int] | None = None
-        shuffle = train
-        if world > 1:
-            # We shard ourselves (trainer.use_distributed_sampler=false in the DDP configs): training pads
-            # like DistributedSampler, evaluation never repeats an image, so metrics match one process.
-            if train:
-                sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-            else:
-                sampler = UnrepeatedDistributedSampler(len(dataset), rank, world)
-            shuffle = False
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        if train and world > 1:
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        elif train:
+            sampler = EpochShuffleSampler(len(dataset), self.seed)
+        elif world > 1:
+            sampler = UnrepeatedDistributedSampler(len(dataset), rank, world)
+        # A private generator: iterating a loader never draws from (and so never shifts) the global RNG.
+        generator = getattr(sampler, "loader_generator", None) or torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             generator=generator,
             num_workers=self.num_workers,
@@ -173,18 +223,23 @@ class AnomalyDataModule(pl.LightningDataModule):
         return self.test_dataloader()
 
     def fingerprint(self) -> dict[str, Any]:
-        """A hash of the file list with sizes and mtimes: enough to tell two data sets apart cheaply."""
+        """What exactly was read, for results.json: a hash over every file's name (relative to the data root, so
+        a moved copy matches) and content hash. A changed pixel or a renamed file changes it; size and mtime
+        would miss an edited image of the same size and flag a mere copy."""
         files = getattr(self.source, "files", None)
         digest = hashlib.sha256()
         count = 0
         if callable(files):
+            root = getattr(self.source, "root", None)
             for path in sorted(files()):
-                stat = Path(path).stat()
-                digest.update(f"{path}\0{stat.st_size}\0".encode())
+                name = os.path.relpath(path, root) if root is not None else str(path)
+                digest.update(f"{Path(name).as_posix()}\0{file_digest(path)}\n".encode())
                 count += 1
+            kind = "content"
         else:
             digest.update(repr((type(self.source).__name__, self.categories)).encode())
-        return {"files": count, "sha256": digest.hexdigest()}
+            kind = "source"
+        return {"files": count, "sha256": digest.hexdigest(), "kind": kind}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -65,7 +65,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -91,6 +93,8 @@ __all__ = [
     "render_sample",
     "sample_entropy",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Bump whenever rendering changes, so cached trees from an older generator are regenerated.
 GENERATOR_VERSION = 1
@@ -1042,6 +1046,29 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _tree_checksums(root: Path) -> dict[str, str]:
+    """blake2b of every file under ``root`` but the manifest, by POSIX path relative to ``root``."""
+    sums = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name != MANIFEST_NAME:
+            sums[path.relative_to(root).as_posix()] = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    return sums
+
+
+def _damaged_files(root: Path) -> list[str]:
+    """Files of a complete-looking tree that are missing or changed since generation (a truncated copy, a full
+    disk, a stray edit): a cached set is only reused when every file is the one the manifest vouches for."""
+    expected = (_read_manifest(root) or {}).get("checksums")
+    if not isinstance(expected, dict) or not expected:
+        return [f"{MANIFEST_NAME} (no checksums)"]
+    damaged = []
+    for rel, digest in expected.items():
+        path = root / rel
+        if not path.is_file() or hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() != digest:
+            damaged.append(rel)
+    return damaged
+
+
 def _manifest_matches(root: Path, params: dict[str, Any]) -> bool:
     data = _read_manifest(root)
     return data is not None and data.get("version") == GENERATOR_VERSION and data.get("params") == params
@@ -1055,6 +1082,7 @@ def _write_manifest(root: Path, params: dict[str, Any], n_files: int) -> None:
         "params": params,
         "files": n_files,
         "defects": {c: list(SYNTHETIC_DEFECTS[c]) for c in params["categories"]},
+        "checksums": _tree_checksums(root),
     }
     tmp = root / f"{MANIFEST_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -1149,7 +1177,16 @@ def generate_synthetic_dataset(
         "categories": cats,
     }
     if not overwrite and _manifest_matches(root, params):
-        return root
+        damaged = _damaged_files(root)
+        if not damaged:
+            return root
+        log.warning(
+            "generated data set %s has %d damaged file(s) (%s); regenerating it",
+            root,
+            len(damaged),
+            ", ".join(damaged[:5]),
+        )
+        overwrite = True
     _check_replaceable(root, cats)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = _unique_sibling(root, "tmp")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adzoo.errors import ConfigError
 from adzoo.models.components import MemoryBank, upsample_map
 from adzoo.models.output import AnomalyOutput
 
@@ -168,9 +169,9 @@ class CAPModel(nn.Module):
         if features.dim() != 2 or features.shape[1] != self.feature_dim:
             raise ValueError(f"expected (N, {self.feature_dim}) features, got {tuple(features.shape)}")
         if features.shape[0] < self.k + 1:
-            raise ValueError(
-                f"CAP needs more than k={self.k} training images (each one's own entry is excluded during "
-                f"training); got {features.shape[0]}. Lower model.k or use more training data."
+            raise ConfigError(
+                f"model.k={self.k} is too large for a memory bank of {features.shape[0]} training images: CAP "
+                f"excludes each image's own entry, so it needs more than k={self.k}; lower model.k or add training data"
             )
         self.bank = features.detach().float().contiguous()
         self.memory_bank.fit(self.bank)

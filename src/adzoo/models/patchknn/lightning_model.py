@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adzoo.errors import ConfigError
 from adzoo.models.base import AnomalyModule
 from adzoo.models.output import AnomalyOutput
 from adzoo.models.patchknn.torch_model import PatchKNNModel
@@ -40,6 +41,12 @@ class PatchKNN(AnomalyModule):
 
     def on_train_epoch_end(self) -> None:
         embeddings = gather_cat(torch.cat(self._embeddings))
+        bank = min(len(embeddings), self.model.bank_size or len(embeddings))
+        if self.model.k > bank:  # found here, before the whole test set fails in the first search
+            raise ConfigError(
+                f"model.k={self.model.k} is larger than the memory bank ({bank} patches); lower model.k"
+                + ("" if self.model.bank_size is None else " or raise model.bank_size")
+            )
         self.model.fit(embeddings, generator=torch.Generator().manual_seed(self.seed))
         self.model.memory_bank.to(self.device)
         self._embeddings = []
