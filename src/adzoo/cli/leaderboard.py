@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from adzoo.leaderboard import LeaderboardError, build_leaderboard
-from adzoo.leaderboard.render import _markdown, main_table
+from adzoo.leaderboard.render import main_table, markdown_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except LeaderboardError as exc:
         print(f"adzoo-leaderboard: refused: {exc}", file=sys.stderr)
         return 2
-    print(_markdown(*main_table(rows)))
+    print(markdown_table(*main_table(rows)))
     print(f"\nwrote {out / 'leaderboard.md'}, .csv, .html ({len(rows)} rows)")
     if args.wandb:
         from adzoo.leaderboard.wandb_table import log_leaderboard

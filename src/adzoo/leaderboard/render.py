@@ -78,7 +78,7 @@ def compact_table(rows: Sequence[Row]) -> str:
         ]
         for row in rows
     ]
-    return _markdown(header, body)
+    return markdown_table(header, body)
 
 
 def pivot_table(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]]:
@@ -101,7 +101,7 @@ def provenance(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def _markdown(header: list[str], body: list[list[str]]) -> str:
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
     return "\n".join(lines)
@@ -115,11 +115,11 @@ def to_markdown(rows: Sequence[Row]) -> str:
         "folders listed under Provenance. The last column is each paper's own result on its own data, not a "
         "number measured here.",
         "",
-        _markdown(*main_table(rows)),
+        markdown_table(*main_table(rows)),
     ]
     for metric in PIVOT_METRICS:
-        parts += ["", f"## {metric} per category", "", _markdown(*pivot_table(rows, metric))]
-    parts += ["", "## Provenance", "", _markdown(*provenance(rows)), ""]
+        parts += ["", f"## {metric} per category", "", markdown_table(*pivot_table(rows, metric))]
+    parts += ["", "## Provenance", "", markdown_table(*provenance(rows)), ""]
     return "\n".join(parts)
 
 
