@@ -7,6 +7,7 @@ METHODS = {
     "patchknn": "adzoo.models.patchknn.PatchKNN",
     "cap": "adzoo.models.cap.CAP",
     "uniad": "adzoo.models.uniad.UniAD",
+    "adtr": "adzoo.models.adtr.ADTR",
     "transformaly": "adzoo.models.transformaly.Transformaly",
 }
 

@@ -1,6 +1,6 @@
 """Pieces written once and shared by several methods."""
 
-from adzoo.models.components.anomaly_map import avgpool_max, upsample_map
+from adzoo.models.components.anomaly_map import SCORE_MODES, avgpool_max, image_score, upsample_map
 from adzoo.models.components.attention import (
     DecoderLayer,
     Encoder,
@@ -10,14 +10,26 @@ from adzoo.models.components.attention import (
     xavier_init_linears,
 )
 from adzoo.models.components.memory_bank import MemoryBank
+from adzoo.models.components.reconstruction import (
+    FeatureReconstructionModel,
+    ReconstructionTransformer,
+    align_features,
+    distance_map,
+)
 
 __all__ = [
+    "SCORE_MODES",
     "DecoderLayer",
     "Encoder",
     "EncoderLayer",
+    "FeatureReconstructionModel",
     "MemoryBank",
     "PositionEmbedding2d",
+    "ReconstructionTransformer",
+    "align_features",
     "avgpool_max",
+    "distance_map",
+    "image_score",
     "neighbour_mask",
     "upsample_map",
     "xavier_init_linears",

@@ -21,3 +21,16 @@ def avgpool_max(anomaly_map: torch.Tensor, kernel: int = 16) -> torch.Tensor:
         anomaly_map = anomaly_map[:, None]
     k = min(kernel, anomaly_map.shape[-2], anomaly_map.shape[-1])
     return F.avg_pool2d(anomaly_map, kernel_size=k, stride=1).flatten(1).amax(dim=1)
+
+
+SCORE_MODES = ("max", "mean")
+
+
+def image_score(anomaly_map: torch.Tensor, mode: str = "max", pool_kernel: int = 16) -> torch.Tensor:
+    """(B, 1, H, W) map → (B,) score: ``max`` of a pool_kernel² stride-1 average pool (MVTec-like data) or ``mean``
+    (one-class classification sets, the reference CIFAR-10 protocol)."""
+    if mode == "max":
+        return avgpool_max(anomaly_map, pool_kernel)
+    if mode == "mean":
+        return anomaly_map.flatten(1).mean(dim=1)
+    raise ValueError(f"model.score_mode must be one of {SCORE_MODES}, got {mode!r}")
