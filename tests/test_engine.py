@@ -133,3 +133,17 @@ def test_deterministic_sets_the_cublas_workspace_before_any_data_or_model(
     with pytest.raises(InstantiationException, match="does not exist"):
         run(cfg)  # fails while indexing the data, before a Trainer or a model exists
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_torch_threads_is_applied_and_recorded(compose_cfg) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        results = run(
+            compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric]", "torch_threads=1")
+        )
+        assert torch.get_num_threads() == 1
+        assert results["device"]["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)

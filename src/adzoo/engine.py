@@ -217,6 +217,9 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
         return read_json(results_path)
     started = time.perf_counter()
 
+    if cfg.get("torch_threads"):
+        # On a machine shared with other jobs, 2+ OpenMP threads per process spin against each other; 1 is faster.
+        torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     groups: list[str | None] = [None] if datamodule.setting == "unified" else list(datamodule.categories)
