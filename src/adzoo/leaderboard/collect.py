@@ -222,4 +222,10 @@ def aggregate(runs: Sequence[Run], metrics: Sequence[str] = METRICS) -> list[Row
         throughputs = [r.throughput for r in members if r.throughput]
         row.throughput = statistics.fmean(throughputs) if throughputs else None
         rows.append(row)
-    return rows
+    # A leaderboard reads best first: by data set and setting, then mean image AUROC (NaN last), then name.
+    return sorted(rows, key=lambda r: (r.group[3], r.group[2], -_sort_value(r.cells["mean"]["image_auroc"][0]),
+                                       r.group))  # fmt: skip
+
+
+def _sort_value(value: float) -> float:
+    return -math.inf if _nan(value) else value
