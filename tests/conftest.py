@@ -34,11 +34,12 @@ TINY_METHOD: dict[str, list[str]] = {
     "transformaly": ["backbone=test_vit", "data.batch_size=4"],
     "uniad": [
         "backbone=test_efficientnet", "data.image_size=64", "data.source.image_size=64", "model.hidden_dim=32",
-        "model.ffn_dim=64", "model.num_heads=4", "model.neighbour_mask_size=3",
+        "model.ffn_dim=64", "model.num_heads=4", "model.num_encoder_layers=1", "model.num_decoder_layers=1",
+        "model.neighbour_mask_size=3",
     ],
     "adtr": [
         "backbone=test_efficientnet", "data.image_size=64", "data.source.image_size=64", "model.hidden_dim=32",
-        "model.ffn_dim=64", "model.num_heads=4",
+        "model.ffn_dim=64", "model.num_heads=4", "model.num_encoder_layers=1", "model.num_decoder_layers=1",
     ],
 }  # fmt: skip
 

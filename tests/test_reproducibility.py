@@ -16,56 +16,12 @@ import pytest
 from adzoo._config import config_dir
 from adzoo.engine import run
 from adzoo.models import METHODS
-from tests.conftest import TINY_DATA
+from tests.conftest import TINY_DATA, TINY_METHOD
 
 pytestmark = pytest.mark.integration
 
-# The tiny generated set at 64² (a 4x4 grid at stride 16, so neighbour masks of 3 fit), two categories.
-TINY_64 = [
-    "backbone=test_efficientnet",
-    "data.image_size=64",
-    "data.batch_size=4",
-    "data.eval_batch_size=8",
-    "data.source.image_size=64",
-    "data.source.n_train=6",
-    "data.source.n_test_good=2",
-    "data.source.n_test_per_defect=1",
-    "data.categories=[fabric,pill]",
-    "trainer.enable_progress_bar=false",
-]
-
-# The smallest sizes each method's own tests use; a method without an entry (e.g. one just added) gets TINY_64
-# with two epochs, which every method in the zoo accepts.
-TINY_BY_METHOD: dict[str, list[str]] = {
-    "patchknn": ["backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric,pill]"],
-    "cap": ["backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric,pill]", "trainer.max_epochs=2"],
-    "transformaly": [
-        "backbone=test_vit",
-        *TINY_DATA,
-        "data.categories=[fabric,pill]",
-        "data.batch_size=4",
-        "trainer.max_epochs=2",
-    ],
-    "adtr": [
-        *TINY_64,
-        "model.hidden_dim=32",
-        "model.ffn_dim=64",
-        "model.num_heads=4",
-        "model.num_encoder_layers=1",
-        "model.num_decoder_layers=1",
-        "trainer.max_epochs=2",
-    ],
-    "uniad": [
-        *TINY_64,
-        "model.hidden_dim=32",
-        "model.ffn_dim=64",
-        "model.num_heads=4",
-        "model.num_encoder_layers=1",
-        "model.num_decoder_layers=1",
-        "model.neighbour_mask_size=3",
-        "trainer.max_epochs=2",
-    ],
-}
+# A method without a TINY_METHOD entry (e.g. one just added) gets the 64² set, which every method accepts.
+TINY_64 = ["backbone=test_efficientnet", "data.image_size=64", "data.source.image_size=64"]
 
 
 def all_methods() -> list[str]:
@@ -75,7 +31,9 @@ def all_methods() -> list[str]:
 
 
 def tiny_overrides(method: str) -> list[str]:
-    return [f"method={method}", *TINY_BY_METHOD.get(method, [*TINY_64, "trainer.max_epochs=2"])]
+    extra = TINY_METHOD.get(method, TINY_64)
+    return [f"method={method}", *TINY_DATA, *extra, "data.categories=[fabric,pill]", "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false"]  # fmt: skip
 
 
 def read_scores(run_dir: Path) -> list[tuple[str, str, float, float]]:

@@ -54,7 +54,8 @@ class JobSummary(Callback):
         job = ""
         if job_return.hydra_cfg is not None:
             run_dir = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
-            job = f" job {job_return.hydra_cfg.hydra.job.get('num', '')}"
+            num = job_return.hydra_cfg.hydra.job.get("num")
+            job = "" if num in (None, "") else f" job {num}"
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value
             print(f"[adzoo]{job} FAILED in {run_dir}: {type(error).__name__}: {error}", flush=True)
