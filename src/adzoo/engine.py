@@ -15,6 +15,7 @@ import platform
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,8 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
         return read_json(results_path)
     started = time.perf_counter()
 
+    # Frozen backbones stay in eval mode on purpose (BatchNorm statistics, dropout); Lightning warns about it.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     if cfg.get("torch_threads"):
         # On a machine shared with other jobs, 2+ OpenMP threads per process spin against each other; 1 is faster.
         torch.set_num_threads(int(cfg.torch_threads))
