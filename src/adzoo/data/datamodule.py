@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import math
@@ -18,6 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from adzoo.data.types import select_categories
+from adzoo.utils.io import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +44,6 @@ class UnrepeatedDistributedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """Content hash of one file, remembered per (path, size, mtime) so a sweep reads each file once."""
-    stat = Path(path).stat()
-    return _cached_digest(os.fspath(path), stat.st_size, stat.st_mtime_ns)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

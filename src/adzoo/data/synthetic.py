@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -80,6 +79,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from adzoo.utils.io import file_digest
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -1047,11 +1048,11 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def _tree_checksums(root: Path) -> dict[str, str]:
-    """blake2b of every file under ``root`` but the manifest, by POSIX path relative to ``root``."""
+    """:func:`~adzoo.utils.io.file_digest` of every file under ``root`` but the manifest, by relative POSIX path."""
     sums = {}
     for path in sorted(root.rglob("*")):
         if path.is_file() and path.name != MANIFEST_NAME:
-            sums[path.relative_to(root).as_posix()] = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+            sums[path.relative_to(root).as_posix()] = file_digest(path)
     return sums
 
 
@@ -1064,7 +1065,7 @@ def _damaged_files(root: Path) -> list[str]:
     damaged = []
     for rel, digest in expected.items():
         path = root / rel
-        if not path.is_file() or hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() != digest:
+        if not path.is_file() or file_digest(path) != digest:
             damaged.append(rel)
     return damaged
 

@@ -1,8 +1,10 @@
-"""Atomic writes: a finished result is either fully on disk or not there at all."""
+"""Atomic writes (a finished result is either fully on disk or not there at all) and file content hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -65,3 +67,18 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Content hash of one file, remembered per (path, size, mtime) so a sweep reads each file once."""
+    stat = Path(path).stat()
+    return _cached_digest(os.fspath(path), stat.st_size, stat.st_mtime_ns)
