@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -32,24 +30,18 @@ def config_dir() -> str:
     )
 
 
-def run_name(override_dirname: str) -> str:
-    """A folder name from the overrides: stable across reruns, filesystem-safe, bounded in length."""
-    if not override_dirname:
-        return "default"
-    name = re.sub(r"[^A-Za-z0-9=,._+-]+", "_", override_dirname)
-    if len(name) > 120:
-        name = name[:100] + "-" + hashlib.sha1(override_dirname.encode()).hexdigest()[:12]
-    return name
-
-
 def epoch_fraction(max_epochs: int, fraction: float) -> int:
     """``${adzoo_epochs:${trainer.max_epochs},0.8}``: the epoch at which e.g. a StepLR fires (at least 1)."""
     return max(1, int(int(max_epochs) * float(fraction)))
 
 
 def register_resolvers() -> None:
+    from adzoo.run_identity import eval_folder_name, run_folder_name
+
     if not OmegaConf.has_resolver("adzoo_run_name"):
-        OmegaConf.register_new_resolver("adzoo_run_name", run_name)
+        OmegaConf.register_new_resolver("adzoo_run_name", run_folder_name)
+    if not OmegaConf.has_resolver("adzoo_eval_name"):
+        OmegaConf.register_new_resolver("adzoo_eval_name", eval_folder_name)
     if not OmegaConf.has_resolver("adzoo_epochs"):
         OmegaConf.register_new_resolver("adzoo_epochs", epoch_fraction)
 

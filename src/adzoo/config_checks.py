@@ -53,8 +53,20 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.seed > 2**32 - 1:
         raise ConfigError(f"seed={cfg.seed} must be an integer in [0, 2**32 - 1]")
     max_epochs = _select(cfg, "trainer.max_epochs")
-    if max_epochs is not None and max_epochs != -1:
+    if max_epochs == -1:
+        max_steps = _select(cfg, "trainer.max_steps")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps <= 0:
+            raise ConfigError(
+                "trainer.max_epochs=-1 trains forever without a positive trainer.max_steps; set one of them"
+            )
+    elif max_epochs is not None:
         _require_int(cfg, "trainer.max_epochs", 1, what="a positive integer (or -1 with trainer.max_steps)")
+    if _select(cfg, "trainer.fast_dev_run") not in (None, False, 0):
+        # It skips the epoch-end hooks that fill memory banks and fit Gaussians, and writes no checkpoint.
+        raise ConfigError(
+            "trainer.fast_dev_run is not supported (fit-once methods need their epoch-end hooks); for a smoke run "
+            "use trainer.max_epochs=1 trainer.limit_train_batches=1 trainer.limit_test_batches=1"
+        )
     for key in ("model.k", "model.neighbourhood", "model.neighbour_mask_size"):
         _require_int(cfg, key, 1, optional=True)
     _require_int(cfg, "model.bank_size", 1, optional=True)
@@ -81,12 +93,33 @@ def check_paths_inside(cfg: DictConfig) -> None:
     file, a typo like ``../..``) cannot scatter or overwrite files elsewhere; ``allow_external_paths=true`` opts
     out."""
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    targets: list[tuple[str, str]] = []
     for section in WRITE_SECTIONS:
         node = cfg.get(section)
-        for key, value in _write_paths(node, section) if node is not None else ():
-            target = Path(value).expanduser().resolve()
-            if target != run_dir and run_dir not in target.parents:
-                raise ConfigError(
-                    f"{key}={value} writes outside the run folder {run_dir}; point it inside, or set "
-                    "allow_external_paths=true"
-                )
+        targets += list(_write_paths(node, section)) if node is not None else []
+    targets += list(_logger_folders(cfg))
+    for key, value in targets:
+        target = Path(value).expanduser().resolve()
+        if target != run_dir and run_dir not in target.parents:
+            raise ConfigError(
+                f"{key}={value} writes outside the run folder {run_dir}; point it inside, or set "
+                "allow_external_paths=true"
+            )
+
+
+def _logger_folders(cfg: DictConfig) -> Iterator[tuple[str, str]]:
+    """A logger writes to ``save_dir/name/version``: ``name=../../..`` escapes a save_dir that is inside."""
+    loggers = cfg.get("logger")
+    if not isinstance(loggers, DictConfig):
+        return
+    for logger_name in loggers:
+        node = _select(loggers, str(logger_name))
+        if not isinstance(node, DictConfig) or "wandb" in str(_select(node, "_target_")).lower():
+            continue  # a wandb run's name is a label, not a folder
+        save_dir = _select(node, "save_dir") or _select(node, "dir") or cfg.paths.output_dir
+        folder = Path(str(save_dir))
+        for part in ("name", "version"):
+            value = _select(node, part)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+                folder = folder / str(value)
+                yield f"logger.{logger_name}.{part}", str(folder)

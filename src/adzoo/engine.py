@@ -29,6 +29,16 @@ from adzoo.callbacks.anomaly_metrics import AnomalyMetrics
 from adzoo.config_checks import validate_config
 from adzoo.data.datamodule import epoch_seed
 from adzoo.errors import ConfigError, OutputFolderError
+from adzoo.run_identity import (
+    IDENTITY_FILE,
+    CheckpointNotFoundError,
+    RunFolderConflictError,
+    folder_name,
+    identity,
+    identity_digest,
+    locate_run,
+)
+from adzoo.utils.checkpoint import AtomicCheckpointIO, check_free_space, load_checkpoint, state_bytes
 from adzoo.utils.distributed import rank
 from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json, run_lock
 
@@ -45,10 +55,6 @@ TABLE_COLUMNS = (
     ("pixel_f1max", "P-F1max"),
     ("pixel_aupro", "AUPRO"),
 )
-
-
-class CheckpointNotFoundError(ConfigError, FileNotFoundError):
-    """``ckpt_path`` names no checkpoint: a config mistake, reported in one line."""
 
 
 class EpochSeed(pl.Callback):
@@ -162,18 +168,24 @@ def _close_loggers(loggers: list[Any], failed: bool) -> None:
                 wandb.finish(exit_code=1 if failed else 0)
 
 
-def _resolve_ckpt(ckpt_path: str | None, group_dir: Path) -> str | None:
+def _resolve_ckpt(ckpt_path: str | None, group_dir: Path, category: str | None = None) -> str | None:
+    """The checkpoint file to resume or test; ``last`` is this run folder's own, and absent on a first run."""
     if ckpt_path in (None, ""):
         return None
     if ckpt_path == "last":
         last = group_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    path = Path(ckpt_path)
-    if path.is_dir():
-        nested = path / "categories" / group_dir.name / "checkpoints" / "last.ckpt"
-        path = nested if nested.is_file() else path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise CheckpointNotFoundError(f"ckpt_path: checkpoint {path} not found (expected a .ckpt or a run folder)")
+        if not last.is_file():
+            log.info("ckpt_path=last: no checkpoint in %s yet, training from the start", last.parent)
+            return None
+        path = last
+    else:
+        path = Path(ckpt_path).expanduser()
+        if path.is_dir():
+            nested = path / "categories" / str(category) / "checkpoints" / "last.ckpt"
+            path = nested if category is not None and nested.is_file() else path / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise CheckpointNotFoundError(f"ckpt_path: checkpoint {path} not found (expected a .ckpt or a run folder)")
+    load_checkpoint(path)  # a truncated file is named here, not deep inside Lightning's restore
     return str(path)
 
 
@@ -193,14 +205,19 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
     """Train (unless ``evaluate_only``) and test per the config; returns the results.json payload."""
     output_dir = Path(cfg.paths.output_dir)
     validate_config(cfg)
-    if evaluate_only and not cfg.get("ckpt_path"):
-        raise ConfigError("ckpt_path is required: adzoo-eval ckpt_path=<run folder or .ckpt file>")
+    if evaluate_only:
+        locate_run(cfg.get("ckpt_path"))
     _configure_determinism(cfg)
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+    if _ddp_worker():
         return _run(cfg, evaluate_only)  # DDP worker processes share rank 0's folder and lock
     check_writable(output_dir)
     with run_lock(output_dir):
         return _run(cfg, evaluate_only)
+
+
+def _ddp_worker() -> bool:
+    """A process Lightning launched for rank > 0: it shares the folder rank 0 claimed and writes nothing there."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
 
 
 def _configure_determinism(cfg: DictConfig) -> None:
@@ -210,14 +227,81 @@ def _configure_determinism(cfg: DictConfig) -> None:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
 
 
+def _claim_folder(cfg: DictConfig, output_dir: Path, digest: str, task: str) -> None:
+    """Refuse a folder that belongs to another config or task, then record this run's identity in it.
+
+    Folder names carry the digest, so a clash means a folder set by hand (``hydra.run.dir``) or a hand-copied
+    run: both are refused rather than mixed, and an eval never writes into a training folder (even with force).
+    """
+    if _ddp_worker():
+        return
+    path = output_dir / IDENTITY_FILE
+    existing: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        existing = read_json(path)
+    if existing:
+        other_task = existing.get("task", "train")
+        if other_task != task and "train" in (task, other_task):
+            raise RunFolderConflictError(
+                f"run folder {output_dir} holds a {other_task} run; adzoo-{task} never writes there "
+                "(choose another hydra.run.dir, or leave it unset)"
+            )
+        if existing.get("digest") != digest and not cfg.get("force", False):
+            raise RunFolderConflictError(
+                f"run folder {output_dir} holds another config's run (identity {existing.get('digest')}, this one "
+                f"{digest}); leave hydra.run.dir unset for a folder of its own, or force=true to replace it"
+            )
+    elif is_complete(output_dir / RESULTS_FILE) and not cfg.get("force", False):
+        raise RunFolderConflictError(
+            f"run folder {output_dir} holds a finished run with no identity record; force=true replaces it"
+        )
+    record = {"digest": digest, "task": task, "folder": folder_name(cfg, digest), "identity": identity(cfg)}
+    atomic_write_json(path, record)
+
+
+def _link_latest(cfg: DictConfig, output_dir: Path) -> None:
+    """``<log_dir>/runs/latest`` (and ``evals/latest``) → the newest finished run, so it can be named without its
+    digest. Not in sweep folders (a glob over jobs would count it twice) and never outside ``paths.log_dir``."""
+    with contextlib.suppress(OSError, AttributeError):
+        log_dir = Path(cfg.paths.log_dir).expanduser().resolve()
+        parent = output_dir.resolve().parent
+        if parent not in (log_dir / "runs", log_dir / "evals"):
+            return
+        link = parent / "latest"
+        if link.exists() and not link.is_symlink():
+            return
+        tmp = parent / f".latest.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(output_dir.name, target_is_directory=True)
+        tmp.replace(link)
+
+
+def _finished(cfg: DictConfig, results_path: Path, digest: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished results to skip to, checked: same identity and the same data on disk, else refused."""
+    if cfg.get("force", False) or not is_complete(results_path):
+        return None
+    done = read_json(results_path)
+    if (done.get("identity") or {}).get("digest") != digest:
+        raise RunFolderConflictError(
+            f"{results_path} is another config's result (identity {(done.get('identity') or {}).get('digest')}, "
+            f"this one {digest}); force=true replaces it"
+        )
+    before = (done.get("data") or {}).get("fingerprint", {}).get("sha256")
+    if before != fingerprint.get("sha256"):
+        raise RunFolderConflictError(
+            f"the data has changed since {results_path} was written (fingerprint {str(before)[:12]} → "
+            f"{fingerprint.get('sha256', '')[:12]}, {fingerprint.get('files')} files); force=true reruns it"
+        )
+    return done
+
+
 def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
     output_dir = Path(cfg.paths.output_dir)
     results_path = output_dir / RESULTS_FILE
-    if not evaluate_only and not cfg.get("force", False) and is_complete(results_path):
-        log.info("skipping %s: results.json is complete (force=true reruns it)", output_dir)
-        return read_json(results_path)
+    task = "eval" if evaluate_only else "train"
+    digest = identity_digest(cfg)
+    _claim_folder(cfg, output_dir, digest, task)
     started = time.perf_counter()
-
     # Frozen backbones stay in eval mode on purpose (BatchNorm statistics, dropout); Lightning warns about it.
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     if cfg.get("torch_threads"):
@@ -225,6 +309,17 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
+    fingerprint = datamodule.fingerprint()
+    if not evaluate_only:
+        done = _finished(cfg, results_path, digest, fingerprint)
+        if done is not None:
+            log.info(
+                "skipping %s: results.json is complete for this config and data (force=true reruns it)", output_dir
+            )
+            return done
+    if callable(getattr(datamodule, "validate", None)):
+        datamodule.validate()  # every file of every category, before the first fit
+    source = _eval_source(cfg) if evaluate_only else None
     groups: list[str | None] = [None] if datamodule.setting == "unified" else list(datamodule.categories)
     per_category: dict[str, dict[str, float]] = {}
     notes: dict[str, str] = {}
@@ -242,6 +337,7 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
         log.info("%s: %s on %s (%s), categories %s", label, cfg.method_name, dm.name, dm.setting, dm.categories)
         pl.seed_everything(cfg.seed, workers=True)  # every model of a run starts from the same seed
         model = instantiate(cfg.model)
+        check_free_space(output_dir, 2 * state_bytes(model), f"a checkpoint of {cfg.method_name}")
         metrics_cb: AnomalyMetrics = instantiate(cfg.callbacks.metrics, output_dir=str(group_dir))
         callbacks: list[pl.Callback] = [metrics_cb, EpochSeed(cfg.seed)]
         for name, cb_cfg in cfg.callbacks.items():
@@ -257,15 +353,16 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
             hparams = _resolved_config(cfg)
             for logger in loggers:
                 logger.log_hyperparams(hparams)
-            trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-            fit_s = 0.0
+            trainer: pl.Trainer = instantiate(
+                cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+            )
+            fit_s: float | None = None
             if evaluate_only:
-                ckpt = _resolve_ckpt(cfg.ckpt_path, group_dir)
-                state = torch.load(ckpt, map_location="cpu", weights_only=True)
-                model.load_state_dict(state["state_dict"])
+                ckpt = _resolve_ckpt(cfg.ckpt_path, group_dir, category)
+                _load_weights(model, ckpt)
             else:
                 t0 = time.perf_counter()
-                trainer.fit(model, datamodule=dm, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), group_dir))
+                trainer.fit(model, datamodule=dm, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), group_dir, category))
                 fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             trainer.test(model, datamodule=dm, verbose=False)
@@ -298,17 +395,18 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
     for key in keys:
         values = [m[key] for m in per_category.values() if key in m and not math.isnan(m[key])]
         mean[key] = sum(values) / len(values) if values else math.nan
-    fit_total = sum(g["fit_s"] for g in group_timings)
+    fit_total = None if evaluate_only else sum(g["fit_s"] for g in group_timings)
     test_total = sum(g["test_s"] for g in group_timings)
     test_images = sum(g["test_images"] for g in group_timings)
     backbone = cfg.get("backbone") or {}
     payload = {
         "status": "complete",
-        "task": cfg.get("task_name", "train"),
+        "task": task,
+        "identity": {"digest": digest, "folder": folder_name(cfg, digest), "rule": "adzoo.run_identity"},
         "method": cfg.method_name,
         "profile": cfg.get("profile", "cpu"),
         "setting": datamodule.setting,
-        "data": {**datamodule.describe(), "fingerprint": datamodule.fingerprint()},
+        "data": {**datamodule.describe(), "fingerprint": fingerprint},
         "backbone": {k: backbone.get(k) for k in ("name", "weights", "out_indices")},
         "seed": cfg.seed,
         "metrics": {"per_category": per_category, "mean": mean, "notes": notes, "conventions": conventions},
@@ -327,16 +425,44 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
         "run_dir": str(output_dir.resolve()),
         "config": _resolved_config(cfg),
     }
+    if source is not None:
+        payload["source"] = source
     if is_zero and rank() == 0:
         if datamodule.setting == "separate":
             _write_merged_predictions(output_dir / "predictions.csv", rows)
         atomic_write_json(results_path, payload)
+        _link_latest(cfg, output_dir)
         table = format_table(per_category, mean)
         atomic_write_text(output_dir / "results.txt", table + "\n")
         if cfg.get("print_table", True):
             print(f"\n{cfg.method_name} on {datamodule.name} ({datamodule.setting}), metrics in %:\n{table}")
-            print(f"fit {fit_total:.1f}s, test {test_total:.1f}s → {results_path}")
+            fit_text = "eval only" if fit_total is None else f"fit {fit_total:.1f}s"
+            print(f"{fit_text}, test {test_total:.1f}s → {results_path}")
     return payload
+
+
+def _eval_source(cfg: DictConfig) -> dict[str, Any]:
+    """What an eval read: the trained run, its checkpoint argument and that run's identity digest."""
+    run_dir, checkpoint = locate_run(cfg.ckpt_path)
+    trained: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        trained = read_json(run_dir / RESULTS_FILE)
+    return {
+        "run_dir": str(run_dir),
+        "checkpoint": str(checkpoint),
+        "identity_digest": (trained.get("identity") or {}).get("digest"),
+    }
+
+
+def _load_weights(model: pl.LightningModule, ckpt: str | None) -> None:
+    if ckpt is None:
+        raise CheckpointNotFoundError("ckpt_path: no checkpoint to evaluate")
+    state = load_checkpoint(ckpt)
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"ckpt_path: {ckpt} does not fit the configured model ({first})") from exc
 
 
 def _resolved_config(cfg: DictConfig) -> dict[str, Any]:

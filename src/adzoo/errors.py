@@ -8,6 +8,7 @@ real bug) keeps its full traceback. ``HYDRA_FULL_ERROR=1`` shows the traceback o
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -43,8 +44,23 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return (ConfigError, OutputFolderError, *found)
 
 
+#: OS errors that are the environment's state, not a bug: a full disk, a read-only or forbidden folder
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def _one_line(text: str) -> str:
-    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    text = str(text)
+    if "Original Traceback" in text:
+        # Re-raised from a DataLoader worker: the original message is the last line, after its type name.
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1].strip() if ": " in last else last.strip()
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check its permissions"
+    return f"{exc.strerror or exc}:{where} ({hint}, or set paths.log_dir)"
 
 
 def user_error_message(exc: BaseException) -> str | None:
@@ -62,7 +78,31 @@ def user_error_message(exc: BaseException) -> str | None:
         return _one_line(str(exc).split("Config search path")[0])
     if isinstance(exc, _user_error_types()):
         return _one_line(str(exc))
-    return None
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        return _os_error_message(exc)
+    # Wrapped on its way up (an interpolation resolver, a Lightning hook): the user mistake underneath counts.
+    # Only explicit chaining (``raise ... from``) and OmegaConf's resolver wrapper: an exception merely raised
+    # while another was handled may be a real bug.
+    cause = exc.__cause__
+    if cause is None and type(exc).__module__.startswith("omegaconf"):
+        cause = exc.__context__
+    return user_error_message(cause) if cause is not None and cause is not exc else None
+
+
+class _DropHydraJobLine:
+    """stderr without Hydra's "Error executing job with overrides: [...]" line, which repeats the failed job's
+    overrides before our own one-line message; every other write passes through."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides:"):
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def run_app(app: Callable[[], Any], prog: str) -> int:
@@ -72,12 +112,17 @@ def run_app(app: Callable[[], Any], prog: str) -> int:
     # Hydra re-raises instead of printing its own multi-line report when HYDRA_FULL_ERROR is set.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ[_OWN_FULL_ERROR] = "0" if user_wants_traceback else "1"
+    stderr = sys.stderr
+    if not user_wants_traceback:
+        sys.stderr = _DropHydraJobLine(stderr)
     try:
         app()
     except Exception as exc:
         message = user_error_message(exc)
         if message is None or user_wants_traceback:
             raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {message}", file=stderr)
         raise SystemExit(USAGE_EXIT) from None
+    finally:
+        sys.stderr = stderr
     return 0

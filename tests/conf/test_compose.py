@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -56,15 +58,15 @@ def test_command_line_beats_method_defaults(compose_cfg) -> None:
     assert cfg.trainer.max_epochs == 3
 
 
-def test_run_folder_is_stable_and_named_by_overrides(compose_cfg) -> None:
-    a = compose_cfg("method=patchknn", "data.setting=separate")
-    assert a.hydra.job.override_dirname == "data.setting=separate,method=patchknn"
-    from adzoo._config import run_name
+def test_run_folder_is_named_by_the_resolved_identity(compose_cfg) -> None:
+    """The folder comes from the resolved config: readable, digest-suffixed, and valid in Hydra's grammar."""
+    from adzoo.run_identity import folder_name
 
-    assert run_name(a.hydra.job.override_dirname) == "data.setting=separate,method=patchknn"
-    assert run_name("") == "default"
-    assert "/" not in run_name("data.root=/a/b")
-    assert len(run_name("x=" + "y" * 500)) <= 120
+    a = compose_cfg("method=patchknn", "data.setting=separate")
+    assert a.hydra.run.dir.endswith("/runs/" + folder_name(a))
+    assert re.fullmatch(r"patchknn-synthetic-separate-s0-[0-9a-f]{10}", folder_name(a))
+    b = compose_cfg("data.setting=separate")  # the default method, named or not, is the same run
+    assert folder_name(b) == folder_name(a)
 
 
 def test_model_and_backbone_instantiate(compose_cfg) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from adzoo.utils.io import atomic_replace
 
 
 def default_cache_dir() -> Path:
@@ -19,23 +19,9 @@ def default_cache_dir() -> Path:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``.
-
-    A reader (another run, another DataLoader worker) therefore sees either the old file or the complete new
-    one, never a half-written file. We do not fsync: readers verify a checksum, so a file torn by a power
-    cut is detected and recomputed rather than trusted.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """``torch.save`` through :func:`~adzoo.utils.io.atomic_replace`: another run or DataLoader worker sees the old
+    file or the complete new one. No fsync: readers verify a checksum, so a torn file is recomputed."""
+    atomic_replace(path, lambda handle: torch.save(obj, handle), binary=True, fsync=False)
 
 
 def tensors_digest(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> str:

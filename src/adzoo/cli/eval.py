@@ -1,6 +1,9 @@
-"""``adzoo-eval ckpt_path=<run>/checkpoints/last.ckpt [same overrides as training]``: test a checkpoint.
+"""``adzoo-eval ckpt_path=<run folder or .ckpt> [overrides]``: test a trained run's checkpoint again.
 
-A config mistake prints one line (``adzoo-eval: error: ...``) and exits with status 2.
+The method, model, backbone and data come from the run's own results.json (allow-listed targets only), so no
+training override needs repeating; overrides given here (``data.categories=[pill]``) apply to this eval only.
+It writes into its own folder under ``<log_dir>/evals/``, never into the training run's. A config mistake
+prints one line (``adzoo-eval: error: ...``) and exits with status 2.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ register_resolvers()
 
 @hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")
 def app(cfg: DictConfig) -> float | None:
+    from adzoo.run_identity import eval_config
+
+    cfg = eval_config(cfg)
     validate_config(cfg)  # before importing torch: a typo is reported in a second, not after the imports
     from adzoo.engine import run
 

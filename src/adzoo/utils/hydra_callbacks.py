@@ -38,9 +38,11 @@ def summary_line(results: dict[str, Any]) -> str:
         cells.append(f"{title} {'—' if value is None or math.isnan(value) else f'{100 * value:.2f}'}")
     timing = results.get("timing", {})
     data = results.get("data", {}).get("name", "?")
+    fit = timing.get("fit_s")
+    fit_text = "eval" if fit is None else f"fit {fit:.0f}s"
     return (
         f"{results['method']} [{results.get('profile', '?')}] {data}/{results['setting']} seed {results['seed']}: "
-        f"{' '.join(cells)} | fit {timing.get('fit_s', 0):.0f}s test {timing.get('test_s', 0):.0f}s"
+        f"{' '.join(cells)} | {fit_text} test {timing.get('test_s') or 0:.0f}s"
     )
 
 
@@ -57,8 +59,16 @@ class JobSummary(Callback):
             num = job_return.hydra_cfg.hydra.job.get("num")
             job = "" if num in (None, "") else f" job {num}"
         if job_return.status == JobStatus.FAILED:
+            if not job:
+                return  # a single run: the app reports the error itself, once
+            from adzoo.errors import user_error_message
+
             error = job_return._return_value
-            print(f"[adzoo]{job} FAILED in {run_dir}: {type(error).__name__}: {error}", flush=True)
+            reason = (
+                user_error_message(error)
+                or f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            )
+            print(f"[adzoo]{job} FAILED in {run_dir}: {reason}", flush=True)
             return
         results_path = run_dir / "results.json"
         if not results_path.is_file():

@@ -8,25 +8,45 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def atomic_replace(
+    path: str | os.PathLike, write: Callable[[IO], Any], binary: bool = False, fsync: bool = True
+) -> Path:
+    """Write through ``write(handle)`` into a temporary file beside ``path``, fsync, then rename it over ``path``.
+
+    A reader sees the old file or the whole new one, never a torn one. The file gets the mode a plain ``open``
+    would give (0666 less the umask), not ``mkstemp``'s private 0600. ``fsync=False`` suits caches whose readers
+    verify a checksum: a file torn by a power cut is detected and recomputed there.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_replace(path, lambda handle: handle.write(text))
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
