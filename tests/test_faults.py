@@ -156,3 +156,56 @@ def test_generated_image_truncated_between_runs_is_regenerated(
     assert any("wood/test/good/000.png" in r.getMessage() for r in caplog.records)
     assert second["metrics"]["per_category"] == first["metrics"]["per_category"]
     assert second["data"]["fingerprint"] == first["data"]["fingerprint"]
+
+
+def test_a_truncated_checkpoint_is_named_in_one_line_for_resume_and_eval(compose_cfg, tmp_path: Path) -> None:
+    """A full disk used to leave a cut ``last.ckpt``; the rerun with ``ckpt_path=last`` then crashed in torch."""
+    from adzoo.run_identity import eval_config
+    from adzoo.utils.checkpoint import CorruptCheckpointError
+
+    tiny = ["backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric]"]
+    run(compose_cfg(*tiny, run_dir=tmp_path / "run"))
+    last = (tmp_path / "run" / "checkpoints" / "last.ckpt").resolve()
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(CorruptCheckpointError, match=rf"checkpoint {last.parent}/.*last.ckpt is truncated"):
+        run(compose_cfg(*tiny, "ckpt_path=last", "force=true", run_dir=tmp_path / "run"))
+    eval_cfg = eval_config(compose_cfg(f"ckpt_path={tmp_path / 'run'}", config_name="eval", run_dir=tmp_path / "ev"))
+    with pytest.raises(CorruptCheckpointError, match="is truncated or not a checkpoint"):
+        run(eval_cfg, evaluate_only=True)
+    assert not (tmp_path / "ev" / "results.json").exists()
+
+
+def test_a_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    """The checkpoint is written beside its target and renamed: a write that fails leaves the old file whole."""
+    import errno
+
+    from adzoo.errors import OutputFolderError
+    from adzoo.utils.checkpoint import AtomicCheckpointIO, load_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 0}, path)
+
+    def full_disk(obj, handle) -> None:
+        handle.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OutputFolderError, match="disk full while writing checkpoint"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "epoch": 1}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_too_little_free_space_is_refused_before_training(compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from adzoo.errors import OutputFolderError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(1 << 30, (1 << 30) - 4096, 4096))
+    with pytest.raises(OutputFolderError, match="not enough free disk space"):
+        run(compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric]"))
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -57,7 +57,17 @@ def _one_line(text: str) -> str:
     return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+def _failed_mkdir(exc: OSError) -> bool:
+    """A folder that could not be created (a file in the way, a parent that cannot exist): where, not a bug."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name in ("mkdir", "makedirs")
+
+
 def _os_error_message(exc: OSError) -> str:
+    if _failed_mkdir(exc):
+        return f"cannot create folder {exc.filename}: {exc.strerror} (set paths.log_dir to a writable folder)"
     where = f" {exc.filename}" if exc.filename else ""
     hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check its permissions"
     return f"{exc.strerror or exc}:{where} ({hint}, or set paths.log_dir)"
@@ -78,7 +88,7 @@ def user_error_message(exc: BaseException) -> str | None:
         return _one_line(str(exc).split("Config search path")[0])
     if isinstance(exc, _user_error_types()):
         return _one_line(str(exc))
-    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+    if isinstance(exc, OSError) and (exc.errno in _ENVIRONMENT_ERRNOS or _failed_mkdir(exc)):
         return _os_error_message(exc)
     # Wrapped on its way up (an interpolation resolver, a Lightning hook): the user mistake underneath counts.
     # Only explicit chaining (``raise ... from``) and OmegaConf's resolver wrapper: an exception merely raised

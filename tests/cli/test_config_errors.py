@@ -50,13 +50,19 @@ CASES = {
         ["model.neighbour_mask_size=5"],
     ),
     "logger writing outside the run": (["logger.csv.save_dir=/tmp/elsewhere"], ["logger.csv.save_dir", "outside"]),
+    "logger name escaping the run": (["logger.csv.name=../../.."], ["logger.csv.name", "outside"]),
+    "training forever": (["trainer.max_epochs=-1"], ["trainer.max_epochs=-1", "trainer.max_steps"]),
+    "fast_dev_run": (["+trainer.fast_dev_run=true"], ["trainer.fast_dev_run", "limit_train_batches"]),
+    "a checkpoint that is not there": (["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path", "not found"]),
+    "a file where the log folder goes": (["paths.log_dir={tmp}/blocker/logs"], ["cannot create folder", "blocker"]),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_config_mistake_is_one_line_naming_the_key(case: str, tmp_path: Path, cache_dir: Path) -> None:
     args, expected = CASES[case]
-    proc = _train(tmp_path, cache_dir, *args)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    proc = _train(tmp_path, cache_dir, *[a.format(tmp=tmp_path) for a in args])
     assert proc.returncode == USAGE_EXIT, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
@@ -64,6 +70,7 @@ def test_config_mistake_is_one_line_naming_the_key(case: str, tmp_path: Path, ca
     for fragment in expected:
         assert fragment in last
     assert not list((tmp_path / "logs").rglob("results.json"))
+    assert proc.stderr.count(last[len("adzoo-train: error: ") :]) == 1  # said once, not three times
 
 
 def test_full_error_shows_the_traceback(tmp_path: Path, cache_dir: Path) -> None:
