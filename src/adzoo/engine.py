@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import adzoo
+from adzoo.backbones.extractor import FeatureExtractor
 from adzoo.callbacks.anomaly_metrics import AnomalyMetrics
 from adzoo.config_checks import validate_config
 from adzoo.data.datamodule import epoch_seed
@@ -337,6 +338,9 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
         log.info("%s: %s on %s (%s), categories %s", label, cfg.method_name, dm.name, dm.setting, dm.categories)
         pl.seed_everything(cfg.seed, workers=True)  # every model of a run starts from the same seed
         model = instantiate(cfg.model)
+        for module in model.modules():
+            if isinstance(module, FeatureExtractor):
+                module.check_input_size(dm.image_size)
         check_free_space(output_dir, 2 * state_bytes(model), f"a checkpoint of {cfg.method_name}")
         metrics_cb: AnomalyMetrics = instantiate(cfg.callbacks.metrics, output_dir=str(group_dir))
         callbacks: list[pl.Callback] = [metrics_cb, EpochSeed(cfg.seed)]

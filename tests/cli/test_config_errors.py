@@ -53,6 +53,10 @@ CASES = {
     "logger name escaping the run": (["logger.csv.name=../../.."], ["logger.csv.name", "outside"]),
     "training forever": (["trainer.max_epochs=-1"], ["trainer.max_epochs=-1", "trainer.max_steps"]),
     "fast_dev_run": (["+trainer.fast_dev_run=true"], ["trainer.fast_dev_run", "limit_train_batches"]),
+    "a ViT patch that does not divide the input": (
+        ["method=transformaly", "backbone=test_vit", "data.image_size=40"],
+        ["data.image_size=40", "patch size 16", "32 or 48"],
+    ),
     "a checkpoint that is not there": (["ckpt_path=/nonexistent/last.ckpt"], ["ckpt_path", "not found"]),
     "a file where the log folder goes": (["paths.log_dir={tmp}/blocker/logs"], ["cannot create folder", "blocker"]),
 }

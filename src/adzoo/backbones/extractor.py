@@ -127,6 +127,20 @@ class FeatureExtractor(nn.Module):
         """A frozen extractor ignores ``train(True)`` so its BatchNorm/dropout stay in inference mode."""
         return super().train(mode and not self.frozen)
 
+    def check_input_size(self, image_size: int, key: str = "data.image_size") -> None:
+        """A ViT cuts the input into patches: refuse a size it cannot cut before any training, naming the key."""
+        if self.kind != "vit":
+            return
+        patch = self._strides[0]
+        if image_size % patch:
+            lower, upper = max(patch, image_size // patch * patch), (image_size // patch + 1) * patch
+            from adzoo.errors import ConfigError
+
+            raise ConfigError(
+                f"{key}={image_size} must be a multiple of backbone {self.name}'s patch size {patch} "
+                f"(e.g. {lower} or {upper})"
+            )
+
     def forward(self, images: Tensor) -> list[Tensor]:
         """Feature maps (B, C_i, H/s_i, W/s_i) for images (B, 3, H, W) in [0, 1]."""
         if images.ndim != 4 or images.shape[1] != 3:
