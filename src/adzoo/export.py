@@ -13,10 +13,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adzoo.predict import load_model
+from adzoo.errors import ConfigError, OutputFolderError
+from adzoo.predict import RunRef, image_size_of, load_run
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")
+
+
+def parse_formats(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``format=torchscript,onnx`` as a tuple; an unknown or empty choice is a one-line :class:`ConfigError`."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    formats = tuple(dict.fromkeys(f.strip() for f in items if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        shown = ",".join(items) if isinstance(value, str) else value
+        what = f"unknown format {', '.join(map(repr, unknown))}" if unknown else "no format"
+        raise ConfigError(f"format={shown}: {what}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def default_output(ref: RunRef) -> Path:
+    """``<run>/export``, or ``<run>/categories/<name>/export`` for one model of a separate-setting run."""
+    return ref.run_dir / "export" if ref.category is None else ref.run_dir / "categories" / ref.category / "export"
 
 
 class ExportedModel(nn.Module):
@@ -31,19 +49,26 @@ class ExportedModel(nn.Module):
         return output.pred_score, output.anomaly_map
 
 
-def export_run(ckpt: Path, output_dir: Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Path | str]:
-    """Write ``model.ts`` and/or ``model.onnx`` into ``output_dir``; returns per format the file or the reason."""
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"format: unknown {unknown}; choose from {FORMATS}")
-    module, config = load_model(ckpt)
+def export_run(
+    ckpt: Path,
+    output_dir: Path | None = None,
+    formats: tuple[str, ...] | str = FORMATS,
+    category: str | None = None,
+) -> dict[str, Path | str]:
+    """Write ``model.ts`` and/or ``model.onnx`` into ``output_dir`` (default :func:`default_output`); returns
+    per format the file or why it was not exported."""
+    formats = parse_formats(formats)
+    module, config, ref = load_run(ckpt, category=category)
     module.use_feature_cache = False
     # The pure-torch model is the deployable part (the method contract: its forward is the eval forward).
     wrapper = ExportedModel(module.model).eval()
-    size = int(config["data"]["image_size"])
+    size = image_size_of(config, ref.results_file)
     example = torch.rand(2, 3, size, size)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = default_output(ref) if output_dir is None else Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a path under a file
+        raise OutputFolderError(f"output={output_dir}: cannot create the folder ({exc.strerror or exc})") from exc
     written: dict[str, Path | str] = {}
     with torch.no_grad():
         eager = module(example)

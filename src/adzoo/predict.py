@@ -1,97 +1,300 @@
-"""Score a folder of images with a trained run: anomaly maps as PNG overlays plus a CSV of scores."""
+"""Score a folder of images with a trained run: anomaly maps as PNG overlays plus a CSV of scores.
+
+A run folder may come from someone else, so loading it runs none of its code: the config's targets must be on
+:mod:`adzoo.safe_load`'s allow-list and the checkpoint is read with ``torch.load(weights_only=True)``.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import logging
+import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from adzoo.data.mvtec import IMAGE_EXTENSIONS, read_image
+from adzoo.data.mvtec import IMAGE_EXTENSIONS, DataError, read_image
+from adzoo.errors import ConfigError, OutputFolderError
 from adzoo.models.base import AnomalyModule
+from adzoo.safe_load import check_trusted, instantiate_trusted
 from adzoo.utils.io import atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
-
-def find_run(ckpt: Path) -> tuple[Path, Path]:
-    """(run folder holding results.json, checkpoint file) from a .ckpt path or a run folder."""
-    ckpt = Path(ckpt).expanduser()
-    if ckpt.is_dir():
-        candidate = ckpt / "checkpoints" / "last.ckpt"
-        if not candidate.is_file():
-            raise FileNotFoundError(f"ckpt={ckpt}: no checkpoints/last.ckpt in this folder (expected a run folder)")
-        ckpt = candidate
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt={ckpt}: checkpoint not found")
-    for parent in ckpt.parents:
-        if (parent / "results.json").is_file():
-            return parent, ckpt
-    raise FileNotFoundError(f"ckpt={ckpt}: no results.json above it (expected a checkpoint inside an adzoo run folder)")
+SCORE_FIELDS = ("path", "pred_score", "map_max", "map")
+ERROR_FIELDS = ("path", "error")
 
 
-def load_model(ckpt: Path, device: str = "cpu") -> tuple[AnomalyModule, dict[str, Any]]:
-    """Rebuild the method from the run's resolved config and load the checkpoint safely (weights only)."""
-    run_dir, ckpt_file = find_run(ckpt)
-    config = read_json(run_dir / "results.json")["config"]
-    model: AnomalyModule = instantiate(OmegaConf.create(config["model"]))
-    state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["state_dict"])
-    return model.to(device).eval(), config
+class RunFolderError(ConfigError, FileNotFoundError):
+    """``ckpt=`` names no usable run folder or checkpoint (missing file, no results.json, unknown category)."""
 
 
-def list_images(folder: Path) -> list[Path]:
+class CheckpointError(ConfigError):
+    """The checkpoint exists but cannot be used: truncated, not a checkpoint, refused by weights_only."""
+
+
+class InputFolderError(ConfigError, FileNotFoundError):
+    """``input=`` holds no image that can be scored."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Which checkpoint of which run: ``category`` is set for a separate-setting run (one model per category)."""
+
+    run_dir: Path
+    ckpt: Path
+    category: str | None = None
+
+    @property
+    def results_file(self) -> Path:
+        return self.run_dir / "results.json"
+
+
+@dataclass
+class Predictions:
+    """What :func:`predict_folder` scored, and the files it could not read (also in ``errors.csv``)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def _results_above(path: Path) -> Path:
+    for folder in (path, *path.parents):
+        if (folder / "results.json").is_file():
+            return folder
+    raise RunFolderError(f"ckpt={path}: no results.json in or above it (expected an adzoo run folder or its .ckpt)")
+
+
+def _category_of(ckpt: Path, run_dir: Path) -> str | None:
+    """``<run>/categories/<name>/...`` → name; None for a unified run's checkpoint."""
+    parts = ckpt.relative_to(run_dir).parts
+    return parts[1] if len(parts) > 2 and parts[0] == "categories" else None
+
+
+def run_categories(run_dir: Path) -> list[str]:
+    """The categories of a separate-setting run that have a checkpoint."""
+    folder = run_dir / "categories"
     if not folder.is_dir():
-        raise FileNotFoundError(f"input={folder}: not a folder of images")
-    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        return []
+    return sorted(d.name for d in folder.iterdir() if (d / "checkpoints" / "last.ckpt").is_file())
+
+
+def find_run(ckpt: Path, category: str | None = None) -> RunRef:
+    """The run and checkpoint meant by ``ckpt=`` (a run folder, a category folder or a .ckpt) and ``category=``.
+
+    A separate-setting run keeps one model per category under ``categories/<name>/checkpoints/last.ckpt``;
+    ``category`` picks one, and may be left out only when there is exactly one.
+    """
+    path = Path(ckpt).expanduser().absolute()
+    if not path.exists():
+        raise RunFolderError(f"ckpt={path}: no such file or folder")
+    if path.is_file():
+        ckpt_file = path
+    elif (path / "checkpoints" / "last.ckpt").is_file():
+        ckpt_file = path / "checkpoints" / "last.ckpt"
+    else:
+        names = run_categories(path)
+        if not names:
+            raise RunFolderError(
+                f"ckpt={path}: no checkpoints/last.ckpt nor categories/<name>/checkpoints/last.ckpt in this folder "
+                "(expected a run folder)"
+            )
+        if category is None and len(names) > 1:
+            raise RunFolderError(
+                f"ckpt={path}: a separate-setting run with one model per category; pass category= one of "
+                f"{', '.join(names)}"
+            )
+        chosen = category or names[0]
+        if chosen not in names:
+            raise RunFolderError(f"category={chosen}: not in this run; its categories are {', '.join(names)}")
+        ckpt_file = path / "categories" / chosen / "checkpoints" / "last.ckpt"
+    run_dir = _results_above(ckpt_file.parent)
+    found = _category_of(ckpt_file, run_dir)
+    if category is not None and found is None:
+        raise RunFolderError(f"category={category}: {run_dir} is a unified run (one model for every category)")
+    if category is not None and found != category:
+        raise RunFolderError(f"category={category}: ckpt={ckpt_file} is the model of category {found}")
+    return RunRef(run_dir, ckpt_file, found)
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:limit] + "...") if len(text) > limit else (text or type(exc).__name__)
+
+
+def read_run_config(results_file: Path) -> dict[str, Any]:
+    """The resolved config a run recorded, after checking that every ``_target_`` in it is allow-listed."""
+    try:
+        config = read_json(results_file).get("config")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise RunFolderError(f"{results_file}: not a readable results.json ({_first_line(exc)})") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise RunFolderError(f"{results_file}: no config.model (expected the results.json of a finished run)")
+    check_trusted(config, str(results_file), prefix="config")
+    return config
+
+
+def image_size_of(config: dict[str, Any], results_file: Path) -> int:
+    size = (config.get("data") or {}).get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise RunFolderError(f"{results_file}: config.data.image_size={size!r} (expected a positive integer)")
+    return size
+
+
+def _read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"ckpt={ckpt}: refused, it holds Python objects besides tensors and adzoo loads weights only "
+            f"({_first_line(exc, 120)})"
+        ) from exc
+    except (RuntimeError, EOFError, KeyError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"ckpt={ckpt}: cannot read the checkpoint, truncated or not a checkpoint? ({_first_line(exc, 120)})"
+        ) from exc
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise CheckpointError(f"ckpt={ckpt}: no state_dict in it (expected a Lightning checkpoint of an adzoo run)")
+    return state["state_dict"]
+
+
+def load_run(
+    ckpt: Path, device: str = "cpu", category: str | None = None
+) -> tuple[AnomalyModule, dict[str, Any], RunRef]:
+    """Rebuild the method from the run's checked config and load the checkpoint's weights (weights only)."""
+    ref = find_run(ckpt, category)
+    config = read_run_config(ref.results_file)
+    image_size_of(config, ref.results_file)
+    state_dict = _read_state_dict(ref.ckpt)
+    model: AnomalyModule = instantiate_trusted(config["model"], str(ref.results_file))
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:  # another run's checkpoint, or one cut to the wrong keys
+        raise CheckpointError(f"ckpt={ref.ckpt}: does not fit the run's config.model ({_first_line(exc)})") from exc
+    return model.to(device).eval(), config, ref
+
+
+def load_model(ckpt: Path, device: str = "cpu", category: str | None = None) -> tuple[AnomalyModule, dict[str, Any]]:
+    """:func:`load_run` without the run reference: the model in eval mode and the run's config."""
+    model, config, _ = load_run(ckpt, device, category)
+    return model, config
+
+
+def check_device(device: str) -> torch.device:
+    """``device=`` as a torch device, or a one-line error when this machine has no such device."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device={device}: not a device ({_first_line(exc, 120)}); use cpu or cuda[:N]") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: CUDA is not available here; use device=cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return parsed
+
+
+def list_images(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """Images under ``folder`` (recursively), leaving out ``exclude`` (an output folder inside the input)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputFolderError(f"input={folder}: not a folder of images")
+    skip = exclude.resolve() if exclude is not None else None
+    images = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not (skip is not None and skip in p.resolve().parents)
+    )
     if not images:
-        raise FileNotFoundError(f"input={folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+        raise InputFolderError(f"input={folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
     return images
+
+
+def map_name(relative: Path) -> Path:
+    """``maps/<relative path>.png``: the input's own path plus ``.png``, so two inputs never share a map."""
+    return Path("maps", *relative.parts[:-1], relative.name + ".png")
+
+
+def _make_folder(folder: Path, key: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputFolderError(f"{key}={folder}: cannot create the folder ({exc.strerror or exc})") from exc
+
+
+def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 @torch.no_grad()
 def predict_folder(
-    ckpt: Path, input_dir: Path, output_dir: Path, batch_size: int = 16, device: str = "cpu"
-) -> list[dict[str, Any]]:
-    """Write ``scores.csv`` and ``maps/<name>.png`` (image | map overlay) for every image under ``input_dir``."""
+    ckpt: Path,
+    input_dir: Path,
+    output_dir: Path,
+    batch_size: int = 16,
+    device: str = "cpu",
+    category: str | None = None,
+) -> Predictions:
+    """Write ``scores.csv``, ``errors.csv`` and ``maps/<relative path>.png`` (image | map overlay) for every image
+    under ``input_dir``. An unreadable image is skipped with a warning and listed in ``errors.csv``."""
     from matplotlib import colormaps
     from PIL import Image
 
-    model, config = load_model(ckpt, device)
-    image_size = int(config["data"]["image_size"])
-    images = list_images(Path(input_dir))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: expected a positive integer")
+    check_device(device)
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    images = list_images(input_dir, exclude=output_dir)
+    model, config, ref = load_run(ckpt, device, category)
+    image_size = image_size_of(config, ref.results_file)
+    _make_folder(output_dir, "output")
+
+    result = Predictions()
+    readable: list[Path] = []
+    tensors: list[torch.Tensor] = []
+    for path in images:
+        try:
+            tensors.append(read_image(path, image_size))
+            readable.append(path)
+        except (DataError, Image.DecompressionBombError) as exc:
+            reason = _first_line(exc)
+            log.warning("%s", reason if str(path) in reason else f"cannot read image {path}: {reason}")
+            result.errors.append({"path": str(path), "error": reason})
+    _write_csv(output_dir / "errors.csv", ERROR_FIELDS, result.errors)
+    if not readable:
+        raise InputFolderError(
+            f"input={input_dir}: none of the {len(images)} images could be read (listed in {output_dir / 'errors.csv'})"
+        )
+    if result.errors:
+        log.warning("%d of %d images could not be read; listed in %s", len(result.errors), len(images),
+                    output_dir / "errors.csv")  # fmt: skip
+
     scores: list[float] = []
     maps: list[torch.Tensor] = []
-    tensors: list[torch.Tensor] = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.stack([read_image(p, image_size) for p in images[start : start + batch_size]]).to(device)
-        output = model(batch)
+    for start in range(0, len(tensors), batch_size):
+        output = model(torch.stack(tensors[start : start + batch_size]).to(device))
         scores += output.pred_score.float().cpu().tolist()
         maps.append(output.anomaly_map.float().cpu()[:, 0])
-        tensors.append(batch.cpu())
-    all_maps, all_images = torch.cat(maps), torch.cat(tensors)
+    all_maps = torch.cat(maps)
     low, high = float(all_maps.min()), float(all_maps.max())  # one colour scale for the whole folder
     colormap = colormaps["jet"]
-    rows = []
-    output_dir = Path(output_dir)
-    (output_dir / "maps").mkdir(parents=True, exist_ok=True)
-    for path, score, image, anomaly_map in zip(images, scores, all_images, all_maps):
+    for path, score, image, anomaly_map in zip(readable, scores, tensors, all_maps):
         heat = colormap(((anomaly_map - low) / max(high - low, 1e-12)).clamp(0, 1).numpy())[..., :3]
         overlay = 0.5 * image.permute(1, 2, 0).numpy() + 0.5 * heat
         panel = torch.cat([image.permute(1, 2, 0), torch.from_numpy(overlay).float()], dim=1).numpy()
-        name = "__".join(path.relative_to(input_dir).with_suffix("").parts) + ".png"
-        Image.fromarray((panel.clip(0, 1) * 255).round().astype("uint8")).save(output_dir / "maps" / name)
-        rows.append(
-            {"path": str(path), "pred_score": score, "map_max": float(anomaly_map.max()), "map": f"maps/{name}"}
+        name = map_name(path.relative_to(input_dir))
+        _make_folder((output_dir / name).parent, "output")
+        Image.fromarray((panel.clip(0, 1) * 255).round().astype("uint8")).save(output_dir / name)
+        result.rows.append(
+            {"path": str(path), "pred_score": score, "map_max": float(anomaly_map.max()), "map": name.as_posix()}
         )
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["path", "pred_score", "map_max", "map"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(output_dir / "scores.csv", buffer.getvalue())
-    return rows
+    _write_csv(output_dir / "scores.csv", SCORE_FIELDS, result.rows)
+    return result

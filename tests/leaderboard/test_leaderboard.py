@@ -9,45 +9,14 @@ from pathlib import Path
 import pytest
 
 from adzoo.cli.leaderboard import main as leaderboard_main
-from adzoo.engine import run
 from adzoo.leaderboard import LeaderboardError, aggregate, build_leaderboard, collect
-from tests.conftest import TINY_DATA
-
-CATS = "data.categories=[fabric,pill]"
-
-
-@pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """Two seeds of patchknn plus a separate-setting run, made by the real app on tiny data."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from adzoo._config import config_dir
-
-    root = tmp_path_factory.mktemp("sweep")
-    for name, extra in [("s0", ["seed=0"]), ("s1", ["seed=1"]), ("sep", ["data.setting=separate"])]:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir(), version_base="1.3"):
-            cfg = compose(
-                "train",
-                overrides=[f"paths.cache_dir={cache_dir}", "backbone=test_efficientnet", *TINY_DATA, CATS, *extra],
-                return_hydra_config=True,
-            )
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(root / name)
-        HydraConfig.instance().set_config(cfg)
-        run(cfg)
-    GlobalHydra.instance().clear()
-    return root
 
 
 def test_seeds_aggregate_and_every_cell_traces_back(runs_dir: Path, tmp_path: Path) -> None:
     runs = collect([runs_dir])
     assert len(runs) == 3
     rows = aggregate(runs)
-    unified = next(r for r in rows if r.group[2] == "unified")
+    unified = next(r for r in rows if r.group.setting == "unified")
     assert sorted(unified.seeds) == [0, 1]
     values = [json.loads((runs_dir / s / "results.json").read_text()) for s in ("s0", "s1")]
     fabric = [v["metrics"]["per_category"]["fabric"]["image_auroc"] for v in values]

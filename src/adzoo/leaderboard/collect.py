@@ -1,7 +1,13 @@
-"""Collect finished runs from their artifacts (``results.json``), check them, and aggregate over seeds.
+"""Collect finished runs from their artifacts (``results.json``), check them, drop duplicates, aggregate seeds.
 
 Nothing here reads a number from anywhere but a run folder: every cell of a leaderboard traces back to the
-run folders, git commits and config hashes listed with it.
+run folders, git commits and config hashes listed with it, and so does every result left out as a duplicate.
+
+A row is one computation up to its seed: method × profile × setting × **data** (what was read, by its content
+fingerprint) × categories × backbone × config variant × task (trained here, or an eval of a model trained
+elsewhere). A seed appears in a row once: results.json files that claim the same row and seed (a run copied to
+two folders, an eval that re-tests a trained run on the same data, a rerun) are reduced to one, and the others
+are listed in the row's provenance.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from adzoo.run_identity import EXECUTION_KEYS, IDENTITY_SECTIONS
 from adzoo.utils.io import read_json
 
 REQUIRED_KEYS = ("status", "method", "setting", "data", "backbone", "seed", "metrics", "timing", "git", "config")
@@ -24,10 +31,39 @@ METRICS = (
     "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro",
 )  # fmt: skip
 TOLERANCE = 1e-9
+SHORT_FINGERPRINT = 8  # hex characters shown in the data column; rows are keyed on the full digest
+TRAIN = "train"
+SAME_NUMBERS = "same computation, same numbers"
+NUMBERS_DIFFER = "same row and seed, different numbers: the newest is kept"
 
 
 class LeaderboardError(ValueError):
     """A run's artifacts are inconsistent or incomplete: no table is written from them."""
+
+
+class RowKey(NamedTuple):
+    """What makes two runs seeds of one leaderboard row (every field but ``data_id`` is a column)."""
+
+    method: str
+    profile: str
+    setting: str
+    data: str  # name + short fingerprint (or the root where there is no content fingerprint)
+    categories: tuple[str, ...]
+    backbone: str
+    variant: str
+    task: str  # "train", or "eval of …" naming the trained model
+    data_id: str  # the full fingerprint (or root): two data sets never share a row through a short-label clash
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A results.json left out because another one already counts for its row and seed."""
+
+    folder: Path
+    seed: int
+    task: str
+    kept: Path
+    reason: str
 
 
 @dataclass
@@ -35,36 +71,49 @@ class Run:
     """One finished run, read from its folder."""
 
     folder: Path
+    task: str
     method: str
     profile: str
     setting: str
-    data: str
+    data_name: str
+    data_id: str
+    data_label: str
+    categories: tuple[str, ...]
+    all_categories: bool  # the run asked for every category of its data set (``data.categories=all``)
     backbone: str
     seed: int
     per_category: dict[str, dict[str, float]]
     mean: dict[str, float]
-    fit_s: float
+    fit_s: float | None  # None for an eval: it trained nothing, and a 0 would pull a row's fit time down
     test_s: float
     parameters: int
     throughput: float | None
     commit: str
     config_hash: str
     variant: str
-    mtime: float
+    identity: str | None  # results.json ``identity.digest`` (the engine's rule; absent in older files)
+    source_identity: str | None = None  # an eval's trained run, by its identity digest
+    source_run_dir: str | None = None
+    mtime: float = 0.0
+    row_task: str = TRAIN  # set by :func:`deduplicate`: which model this run's numbers measure
+    dropped: list[Dropped] = field(default_factory=list)
 
     @property
-    def group(self) -> tuple[str, str, str, str, str, str]:
+    def natural_key(self) -> tuple[str, ...]:
+        """The row without the task: an eval that equals a training run here (and in seed) re-tests it."""
+        return (self.method, self.profile, self.setting, self.data_id, *self.categories, "|", self.backbone,
+                self.variant)  # fmt: skip
+
+    @property
+    def key(self) -> RowKey:
         """Rows of a leaderboard: runs differing only by seed are aggregated."""
-        return (self.method, self.profile, self.setting, self.data, self.backbone, self.variant)
+        return RowKey(self.method, self.profile, self.setting, self.data_label, self.categories, self.backbone,
+                      self.variant, self.row_task, self.data_id)  # fmt: skip
 
 
-# Keys that do not change what a run computes (where it writes, how it logs), and the seed: runs whose
-# configs agree on everything else are seeds of one leaderboard row.
-NON_IDENTITY_TOP = ("paths", "force", "print_table", "logger", "tags", "sweep_name", "ckpt_path", "task_name")
-NON_IDENTITY_NESTED = {
-    "trainer": ("enable_progress_bar", "log_every_n_steps", "default_root_dir"),
-    "data": ("num_workers",),
-}
+def categories_label(categories: Sequence[str], every: bool) -> str:
+    """``all 6`` when the run asked for the whole data set, else the names: a subset must never read as the set."""
+    return f"all {len(categories)}" if every else ",".join(categories)
 
 
 def _config_hash(config: dict[str, Any]) -> str:
@@ -79,12 +128,40 @@ def _without_seed(node: Any) -> Any:
     return node
 
 
+def _without_roots(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_roots(v) for k, v in node.items() if k != "root"}
+    if isinstance(node, list):
+        return [_without_roots(v) for v in node]
+    return node
+
+
+def _select(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def variant_hash(config: dict[str, Any]) -> str:
-    """Hash of everything that defines the computation except the seed: the row a run belongs to."""
-    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_TOP}
-    for key, drop in NON_IDENTITY_NESTED.items():
-        if isinstance(identity.get(key), dict):
-            identity[key] = {k: v for k, v in identity[key].items() if k not in drop}
+    """Hash of what the numbers depend on, except the seed and the data's location and categories.
+
+    The keys are the engine's identity sections (:mod:`adzoo.run_identity`), so an execution detail (threads,
+    workers, checkpointing) never splits a row. The seed is what a row aggregates over; the data's root and
+    categories are left to the data and categories columns, so the same files at two paths are one data set
+    and a training run and an eval of it on that data share a variant.
+    """
+    identity: dict[str, Any] = {}
+    for section in IDENTITY_SECTIONS:
+        node = _select(config, section)
+        drop = EXECUTION_KEYS.get(section, ())
+        if isinstance(node, dict):
+            node = {k: v for k, v in node.items() if k not in drop}
+            if section == "model" and isinstance(node.get("backbone"), dict):
+                node["backbone"] = {k: v for k, v in node["backbone"].items() if k not in drop}
+            if section == "data":
+                node = _without_roots({k: v for k, v in node.items() if k != "categories"})
+        identity[section] = node
     return _config_hash(_without_seed(identity))[:8]
 
 
@@ -107,10 +184,42 @@ def check_results(payload: dict[str, Any], where: Path) -> None:
         expected = sum(values) / len(values) if values else math.nan
         if not (_nan(expected) and _nan(value)) and abs(expected - value) > TOLERANCE:
             raise LeaderboardError(f"{where}: mean {key} = {value} but its per-category values average to {expected}")
+    if payload["timing"].get("test_s") is None:
+        raise LeaderboardError(f"{where}: timing.test_s is missing")
 
 
 def _nan(value: float | None) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _data_root(payload: dict[str, Any]) -> str | None:
+    """Where the data was read: results.json ``data.root``, else the config's (generated sets keep it there)."""
+    data_cfg = payload["config"].get("data") or {}
+    source_cfg = data_cfg.get("source") if isinstance(data_cfg.get("source"), dict) else {}
+    for root in (payload["data"].get("root"), data_cfg.get("root"), source_cfg.get("root")):
+        if root:
+            return str(root)
+    return None
+
+
+def data_identity(payload: dict[str, Any]) -> tuple[str, str]:
+    """(key, label) of the data a run read.
+
+    A content fingerprint (a hash over every file read) names the data wherever it lies, so it alone is the key.
+    A fingerprint of another kind only names the source type and categories, and no fingerprint names nothing:
+    then the root is part of the key and the label too, so two roots never read as one data set.
+    """
+    data = payload["data"]
+    name = str(data.get("name", "?"))
+    fingerprint = data.get("fingerprint") or {}
+    sha = fingerprint.get("sha256")
+    root = _data_root(payload)
+    if sha and fingerprint.get("kind", "content") == "content":
+        return f"sha256:{sha}", f"{name} {sha[:SHORT_FINGERPRINT]}"
+    if sha:
+        where = f" @ {root}" if root else ""
+        return f"sha256:{sha}@{root}", f"{name} {sha[:SHORT_FINGERPRINT]}{where}"
+    return f"root:{root}", f"{name} @ {root}" if root else f"{name} (no fingerprint)"
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
@@ -127,9 +236,48 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def read_run(results: Path, payload: dict[str, Any]) -> Run:
+    """One checked results.json as a :class:`Run` (older files without ``identity`` or ``source`` included)."""
+    backbone = payload.get("backbone") or {}
+    task = str(payload.get("task") or payload["config"].get("task_name") or TRAIN)
+    fit = payload["timing"].get("fit_s")
+    data_id, data_label = data_identity(payload)
+    source = payload.get("source") or {}
+    asked = (payload["config"].get("data") or {}).get("categories")
+    return Run(
+        folder=results.parent.resolve(),
+        task=task,
+        method=payload["method"],
+        profile=payload.get("profile", "?"),
+        setting=payload["setting"],
+        data_name=str(payload["data"].get("name", "?")),
+        data_id=data_id,
+        data_label=data_label,
+        categories=tuple(sorted(payload["metrics"]["per_category"])),
+        all_categories=asked == "all",
+        backbone=f"{backbone.get('name')} ({backbone.get('weights')})",
+        seed=int(payload["seed"]),
+        per_category=payload["metrics"]["per_category"],
+        mean=payload["metrics"]["mean"],
+        # an eval trains nothing: older engines wrote 0 for it, which must not count as a measured fit time
+        fit_s=None if fit is None or task != TRAIN else float(fit),
+        test_s=float(payload["timing"]["test_s"]),
+        parameters=int((payload.get("parameters") or {}).get("total", 0)),
+        throughput=payload.get("throughput_images_per_s"),
+        commit=str(payload["git"].get("commit", "unknown"))[:12],
+        config_hash=_config_hash(payload["config"]),
+        variant=variant_hash(payload["config"]),
+        identity=(payload.get("identity") or {}).get("digest"),
+        source_identity=source.get("identity_digest"),
+        source_run_dir=source.get("run_dir"),
+        mtime=results.stat().st_mtime,
+    )
+
+
 def collect(paths: Iterable[str | Path]) -> list[Run]:
-    """Read and check every results.json below ``paths``; incomplete runs are skipped, bad ones refused."""
-    runs: dict[str, Run] = {}
+    """Read and check every results.json below ``paths`` (incomplete runs skipped, bad ones refused) and
+    :func:`deduplicate` them."""
+    runs = []
     for results in find_results(paths):
         try:
             payload = read_json(results)
@@ -138,42 +286,95 @@ def collect(paths: Iterable[str | Path]) -> list[Run]:
         if payload.get("status") != "complete":
             continue
         check_results(payload, results)
-        backbone = payload.get("backbone") or {}
-        run = Run(
-            folder=results.parent.resolve(),
-            method=payload["method"],
-            profile=payload.get("profile", "?"),
-            setting=payload["setting"],
-            data=payload["data"].get("name", "?"),
-            backbone=f"{backbone.get('name')} ({backbone.get('weights')})",
-            seed=int(payload["seed"]),
-            per_category=payload["metrics"]["per_category"],
-            mean=payload["metrics"]["mean"],
-            fit_s=float(payload["timing"]["fit_s"]),
-            test_s=float(payload["timing"]["test_s"]),
-            parameters=int((payload.get("parameters") or {}).get("total", 0)),
-            throughput=payload.get("throughput_images_per_s"),
-            commit=str(payload["git"].get("commit", "unknown"))[:12],
-            config_hash=_config_hash(payload["config"]),
-            variant=variant_hash(payload["config"]),
-            mtime=results.stat().st_mtime,
-        )
-        # The same config twice (a rerun elsewhere): keep the latest.
-        key = run.config_hash
-        if key not in runs or runs[key].mtime < run.mtime:
-            runs[key] = run
-    return sorted(runs.values(), key=lambda r: (r.group, r.seed))
+        runs.append(read_run(results, payload))
+    return sorted(deduplicate(runs), key=lambda r: (r.key, r.seed))
+
+
+def _reruns(evaluation: Run, trained: Run) -> bool:
+    """Whether an eval re-tests this training run on the same data with the same config: the same computation.
+
+    The identity digests decide where both are recorded; older files fall back to the config variant alone.
+    """
+    if trained.task != TRAIN or trained.natural_key != evaluation.natural_key or trained.seed != evaluation.seed:
+        return False
+    return (
+        evaluation.source_identity is None
+        or trained.identity is None
+        or (evaluation.source_identity == trained.identity)
+    )
+
+
+def _origin(evaluation: Run, trains: Sequence[Run]) -> str:
+    """The task column of an eval that is its own row: which model it measured, as closely as the files say.
+
+    Named by the trained run's row when that run was collected (so evals of several seeds aggregate), by the
+    trained run's folder when not (one row per model: nothing says two such models are seeds of one config).
+    """
+    source = next((t for t in trains if evaluation.source_identity and t.identity == evaluation.source_identity),
+                  None)  # fmt: skip
+    if source is None and evaluation.source_run_dir:
+        source = next((t for t in trains if str(t.folder) == str(Path(evaluation.source_run_dir).resolve())), None)
+    if source is not None:
+        cats = categories_label(source.categories, source.all_categories)
+        return f"eval of {source.variant} trained on {source.data_label} [{cats}]"
+    if evaluation.source_run_dir:
+        return f"eval of {Path(evaluation.source_run_dir).name}"
+    return "eval (trained run not recorded)"
+
+
+def _same_numbers(a: Run, b: Run) -> bool:
+    if sorted(a.per_category) != sorted(b.per_category):
+        return False
+    for category, metrics in a.per_category.items():
+        other = b.per_category[category]
+        for key in set(metrics) | set(other):
+            x, y = metrics.get(key), other.get(key)
+            if _nan(x) and _nan(y):
+                continue
+            if _nan(x) or _nan(y) or abs(x - y) > TOLERANCE:
+                return False
+    return True
+
+
+def deduplicate(runs: Sequence[Run]) -> list[Run]:
+    """One result per row and seed; the others are recorded on the kept run (:attr:`Run.dropped`).
+
+    An eval that re-tests a collected training run on the same data joins that run's row; any other eval is its
+    own row, labelled with the model it measured. Then, per row and seed: results that agree in every number
+    are one computation read twice, so a training result is kept over an eval (it has the fit time), then the
+    newest; results that disagree are kept newest-first, the older ones listed as conflicting.
+    """
+    trains = [r for r in runs if r.task == TRAIN]
+    for run in runs:
+        if run.task != TRAIN:
+            run.row_task = TRAIN if any(_reruns(run, t) for t in trains) else _origin(run, trains)
+    buckets: dict[tuple[RowKey, int], list[Run]] = {}
+    for run in runs:
+        buckets.setdefault((run.key, run.seed), []).append(run)
+    kept = []
+    for members in buckets.values():
+        newest_first = sorted(members, key=lambda r: (r.mtime, str(r.folder)), reverse=True)
+        agree = all(_same_numbers(newest_first[0], other) for other in newest_first[1:])
+        winner = min(newest_first, key=lambda r: r.task != TRAIN) if agree else newest_first[0]
+        reason = SAME_NUMBERS if agree else NUMBERS_DIFFER
+        for other in newest_first:
+            if other is not winner:
+                winner.dropped.append(Dropped(other.folder, other.seed, other.task, winner.folder, reason))
+                winner.dropped.extend(other.dropped)
+        kept.append(winner)
+    return kept
 
 
 @dataclass
 class Row:
-    """One leaderboard row: a method × profile × setting × data × backbone, aggregated over seeds."""
+    """One leaderboard row: a method × profile × setting × data × categories × backbone × variant × task,
+    aggregated over seeds."""
 
-    group: tuple[str, str, str, str, str, str]
+    group: RowKey
     runs: list[Run]
     categories: list[str]
     cells: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # category|"mean" -> metric
-    fit_s: float = 0.0
+    fit_s: float | None = None  # mean over the runs that trained; None when none did
     test_s: float = 0.0
     parameters: int = 0
     throughput: float | None = None
@@ -181,6 +382,14 @@ class Row:
     @property
     def seeds(self) -> list[int]:
         return [r.seed for r in self.runs]
+
+    @property
+    def categories_label(self) -> str:
+        return categories_label(self.categories, any(r.all_categories for r in self.runs))
+
+    @property
+    def dropped(self) -> list[Dropped]:
+        return [d for r in self.runs for d in r.dropped]
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -192,11 +401,18 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def aggregate(runs: Sequence[Run], metrics: Sequence[str] = METRICS) -> list[Row]:
     """Mean ± std over seeds per category and for the category mean; checked against the runs' own means."""
-    groups: dict[tuple, list[Run]] = {}
+    groups: dict[RowKey, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.group, []).append(run)
+        groups.setdefault(run.key, []).append(run)
     rows = []
     for group, members in sorted(groups.items()):
+        seeds = [r.seed for r in members]
+        if len(set(seeds)) != len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise LeaderboardError(
+                f"{group}: seed(s) {twice} more than once ({', '.join(str(r.folder) for r in members)}); "
+                "collect() all folders together so duplicates are dropped"
+            )
         categories = sorted({c for r in members for c in r.per_category})
         for r in members:
             if sorted(r.per_category) != categories:
@@ -216,15 +432,16 @@ def aggregate(runs: Sequence[Run], metrics: Sequence[str] = METRICS) -> list[Row
             got = row.cells["mean"][m][0]
             if not (_nan(expected) and _nan(got)) and abs(expected - got) > 1e-9:
                 raise LeaderboardError(f"{group}: mean {m} {got} disagrees with its categories ({expected})")
-        row.fit_s = statistics.fmean(r.fit_s for r in members)
+        fits = [r.fit_s for r in members if r.fit_s is not None]
+        row.fit_s = statistics.fmean(fits) if fits else None
         row.test_s = statistics.fmean(r.test_s for r in members)
         row.parameters = members[0].parameters
         throughputs = [r.throughput for r in members if r.throughput]
         row.throughput = statistics.fmean(throughputs) if throughputs else None
         rows.append(row)
     # A leaderboard reads best first: by data set and setting, then mean image AUROC (NaN last), then name.
-    return sorted(rows, key=lambda r: (r.group[3], r.group[2], -_sort_value(r.cells["mean"]["image_auroc"][0]),
-                                       r.group))  # fmt: skip
+    return sorted(rows, key=lambda r: (r.group.data, r.group.setting,
+                                       -_sort_value(r.cells["mean"]["image_auroc"][0]), r.group))  # fmt: skip
 
 
 def _sort_value(value: float) -> float:

@@ -17,8 +17,9 @@ from adzoo.leaderboard.collect import Row
 
 
 def _label(row: Row) -> str:
-    method, profile, setting, data, _, variant = row.group
-    return f"{method} ({profile}, {setting}, {data}, {variant})"
+    g = row.group
+    task = "" if g.task == "train" else f", {g.task}"
+    return f"{g.method} ({g.profile}, {g.setting}, {g.data} [{row.categories_label}], {g.variant}{task})"
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -50,11 +51,13 @@ def category_bars(rows: Sequence[Row], metric: str, out: Path) -> Path:
 def accuracy_vs_time(rows: Sequence[Row], out: Path, metric: str = "image_auroc") -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for row in rows:
-        total = row.fit_s + row.test_s
-        ax.scatter(total, 100 * row.cells["mean"][metric][0])
-        ax.annotate(_label(row), (total, 100 * row.cells["mean"][metric][0]), fontsize=7)
+        # an eval has no fit time: its point is its test time alone, marked as such rather than given a fit of 0
+        total = row.test_s if row.fit_s is None else row.fit_s + row.test_s
+        label = _label(row) + (" (test only)" if row.fit_s is None else "")
+        ax.scatter(total, 100 * row.cells["mean"][metric][0], marker="x" if row.fit_s is None else "o")
+        ax.annotate(label, (total, 100 * row.cells["mean"][metric][0]), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("fit + test wall time (s, log)")
+    ax.set_xlabel("fit + test wall time (s, log; x: test only)")
     ax.set_ylabel(f"mean {metric} (%)")
     ax.set_title("accuracy vs time")
     return _save(fig, out / "accuracy_vs_time.png")
@@ -83,7 +86,7 @@ def roc_curves(rows: Sequence[Row], out: Path) -> Path | None:
             if len(set(labels)) < 2:
                 continue
             fpr, tpr, _ = roc_curve(labels, [float(p["pred_score"]) for p in items])
-            ax.plot(fpr, tpr, label=row.group[0])
+            ax.plot(fpr, tpr, label=row.group.method)
             drawn = True
         ax.plot([0, 1], [0, 1], color="#bbb", lw=0.8)
         ax.set_title(category, fontsize=9)

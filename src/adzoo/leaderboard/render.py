@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from adzoo.leaderboard.collect import Row
+from adzoo.leaderboard.collect import Row, Run
 
 # The papers' own headline numbers, on their own data (never on ours): shown in a labelled side column.
 PAPER_NUMBERS: dict[str, str] = {
@@ -31,7 +31,25 @@ MAIN_METRICS: tuple[tuple[str, str], ...] = (
     ("pixel_f1max", "P-F1max"),
 )
 PIVOT_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
-GROUP_COLUMNS = ("method", "profile", "setting", "data", "backbone", "variant")
+DATA_NOTE = (
+    "The data column names what was read by its content fingerprint (first 8 hex), or by its root where there is "
+    "none; categories says 'all N' or lists a subset. Each seed counts once per row: copies of a result and evals "
+    "that re-test a trained run on its own data are dropped (listed under Provenance). An eval trains nothing, so "
+    "its fit time is '—', and fit times average over the runs that trained."
+)
+GROUP_COLUMNS = ("method", "profile", "setting", "data", "categories", "backbone", "variant", "task")
+
+
+def group_cells(row: Row) -> list[str]:
+    """The row's identity as table cells: the data column names the data by fingerprint and the categories
+    column says whether it is the whole set, so two data sets or a subset never read as the same data."""
+    g = row.group
+    return [g.method, g.profile, g.setting, g.data, row.categories_label, g.backbone, g.variant, g.task]
+
+
+def seconds(value: float | None) -> str:
+    """A time in seconds, or "—" where none was measured (an eval has no fit time; it is not 0)."""
+    return "—" if value is None else f"{value:.1f}"
 
 
 def fmt(cell: tuple[float, float], seeds: int) -> str:
@@ -49,14 +67,14 @@ def main_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
         n = len(row.runs)
         body.append(
             [
-                *row.group,
+                *group_cells(row),
                 ",".join(map(str, row.seeds)),
                 *(fmt(row.cells["mean"][m], n) for m, _ in MAIN_METRICS),
-                f"{row.fit_s:.1f}",
-                f"{row.test_s:.1f}",
+                seconds(row.fit_s),
+                seconds(row.test_s),
                 f"{row.parameters / 1e6:.2f}M",
                 "—" if row.throughput is None else f"{row.throughput:.1f}",
-                PAPER_NUMBERS.get(row.group[0], "—"),
+                PAPER_NUMBERS.get(row.group.method, "—"),
             ]
         )
     return header, body
@@ -64,17 +82,21 @@ def main_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
 
 def compact_table(rows: Sequence[Row]) -> str:
     """The terminal view at the end of a sweep: one Markdown line per row, the headline metrics and times."""
-    header = ["method", "profile", "setting", "backbone", "seeds", "I-AUROC", "P-AUROC", "AUPRO", "fit s", "test s"]
+    header = ["method", "profile", "setting", "data", "categories", "backbone", "task", "seeds", "I-AUROC",
+              "P-AUROC", "AUPRO", "fit s", "test s"]  # fmt: skip
     body = [
         [
-            row.group[0],
-            row.group[1],
-            row.group[2],
-            row.group[4],
+            row.group.method,
+            row.group.profile,
+            row.group.setting,
+            row.group.data,
+            row.categories_label,
+            row.group.backbone,
+            row.group.task,
             ",".join(map(str, row.seeds)),
             *(fmt(row.cells["mean"][m], len(row.runs)) for m in PIVOT_METRICS),
-            f"{row.fit_s:.1f}",
-            f"{row.test_s:.1f}",
+            seconds(row.fit_s),
+            seconds(row.test_s),
         ]
         for row in rows
     ]
@@ -83,18 +105,36 @@ def compact_table(rows: Sequence[Row]) -> str:
 
 def pivot_table(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]]:
     categories = sorted({c for r in rows for c in r.categories})
-    header = ["method", "setting", "data", *categories, "mean"]
+    header = ["method", "setting", "data", "task", *categories, "mean"]
     body = []
     for row in rows:
+        g = row.group
         cells = [fmt(row.cells[c][metric], len(row.runs)) if c in row.cells else "" for c in categories]
-        body.append([row.group[0], row.group[2], row.group[3], *cells, fmt(row.cells["mean"][metric], len(row.runs))])
+        body.append([g.method, g.setting, g.data, g.task, *cells, fmt(row.cells["mean"][metric], len(row.runs))])
     return header, body
 
 
+def dropped_text(run: Run) -> str:
+    """The results.json files left out in favour of this run, with why: a dropped duplicate stays traceable."""
+    return "; ".join(f"{d.folder} ({d.task}: {d.reason})" for d in run.dropped)
+
+
 def provenance(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "setting", "data", "seed", "run folder", "git commit", "config hash"]
+    header = ["method", "setting", "data", "task", "seed", "run folder", "git commit", "config hash", "identity",
+              "duplicates dropped"]  # fmt: skip
     body = [
-        [row.group[0], row.group[2], row.group[3], str(r.seed), str(r.folder), r.commit, r.config_hash]
+        [
+            row.group.method,
+            row.group.setting,
+            row.group.data,
+            row.group.task,
+            str(r.seed),
+            str(r.folder),
+            r.commit,
+            r.config_hash,
+            r.identity or "—",
+            dropped_text(r) or "—",
+        ]
         for row in rows
         for r in row.runs
     ]
@@ -113,7 +153,7 @@ def to_markdown(rows: Sequence[Row]) -> str:
         "",
         "Metrics in %, mean ± std over seeds, macro-averaged over categories. Every number is read from the run "
         "folders listed under Provenance. The last column is each paper's own result on its own data, not a "
-        "number measured here.",
+        "number measured here. " + DATA_NOTE,
         "",
         markdown_table(*main_table(rows)),
     ]
@@ -125,24 +165,26 @@ def to_markdown(rows: Sequence[Row]) -> str:
 
 def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
     categories = sorted({c for r in rows for c in r.categories})
-    columns = [*GROUP_COLUMNS, "seeds"]
+    columns = [*GROUP_COLUMNS, "data_id", "category_list", "seeds"]
     for scope in [*categories, "mean"]:
         for m in metrics:
             columns += [f"{scope}/{m}", f"{scope}/{m}_std"]
     columns += ["fit_s", "test_s", "parameters", "throughput_images_per_s", "run_folders", "git_commits",
-                "config_hashes"]  # fmt: skip
+                "config_hashes", "dropped_duplicates"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     for row in rows:
-        values: list[object] = [*row.group, " ".join(map(str, row.seeds))]
+        values: list[object] = [*group_cells(row), row.group.data_id, " ".join(row.categories),
+                                " ".join(map(str, row.seeds))]  # fmt: skip
         for scope in [*categories, "mean"]:
             for m in metrics:
                 mean, std = row.cells.get(scope, {}).get(m, (math.nan, math.nan))
                 values += ["" if math.isnan(mean) else repr(mean), "" if math.isnan(std) else repr(std)]
-        values += [row.fit_s, row.test_s, row.parameters, row.throughput or ""]
+        values += ["" if row.fit_s is None else row.fit_s, row.test_s, row.parameters, row.throughput or ""]
         values += [" ".join(str(r.folder) for r in row.runs), " ".join(r.commit for r in row.runs),
-                   " ".join(r.config_hash for r in row.runs)]  # fmt: skip
+                   " ".join(r.config_hash for r in row.runs),
+                   " ".join(str(d.folder) for d in row.dropped)]  # fmt: skip
         writer.writerow(values)
     return buffer.getvalue()
 
@@ -168,7 +210,7 @@ def to_html(rows: Sequence[Row], plots: Sequence[Path] = (), gallery: dict[str, 
         f"<!doctype html><html><head><meta charset='utf-8'><title>adzoo leaderboard</title><style>{style}</style>"
         "</head><body><h1>adzoo leaderboard</h1><p>Metrics in %, mean ± std over seeds, macro-averaged over "
         "categories; every number is read from the run folders under Provenance. The last column is each paper's "
-        "own result on its own data, not a number measured here.</p>",
+        f"own result on its own data, not a number measured here. {html.escape(DATA_NOTE)}</p>",
         _html_table(*main_table(rows)),
     ]
     for metric in PIVOT_METRICS:
