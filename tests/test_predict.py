@@ -108,6 +108,9 @@ def test_map_names_are_unique_by_construction(compose_cfg, tmp_path: Path) -> No
     from PIL import Image
 
     Image.open(rows[2]["path"]).convert("RGB").save(folder / "sub" / "x.jpg")
+    (folder / "sub" / "._x.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata, not an image
+    (folder / ".thumbnails").mkdir()
+    shutil.copy(rows[0]["path"], folder / ".thumbnails" / "x.png")
     out = folder / "predictions"  # inside the input: its maps must not be scored on a rerun
     for _ in range(2):
         assert predict_main([f"ckpt={run_dir}", f"input={folder}", f"output={out}"]) == 0

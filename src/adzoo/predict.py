@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from adzoo.data.mvtec import IMAGE_EXTENSIONS, DataError, read_image
+from adzoo.data.mvtec import IMAGE_EXTENSIONS, DataError, is_hidden_or_system, read_image
 from adzoo.errors import ConfigError, OutputFolderError
 from adzoo.models.base import AnomalyModule
 from adzoo.safe_load import check_trusted, instantiate_trusted
@@ -207,6 +207,7 @@ def list_images(folder: Path, exclude: Path | None = None) -> list[Path]:
         for p in folder.rglob("*")
         if p.is_file()
         and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(is_hidden_or_system(part) for part in p.relative_to(folder).parts)
         and not (skip is not None and skip in p.resolve().parents)
     )
     if not images:

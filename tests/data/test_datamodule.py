@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -80,3 +81,38 @@ def test_generated_root_is_reused(tmp_path: Path) -> None:
     a = generated_source(tmp_path, image_size=16, n_train=2, n_test_good=1, n_test_per_defect=1)
     b = generated_source(tmp_path, image_size=16, n_train=2, n_test_good=1, n_test_per_defect=1)
     assert a.root == b.root
+
+
+def test_duplicate_categories_are_used_once_with_a_warning(source, caplog: pytest.LogCaptureFixture) -> None:
+    first, second = source.categories()[:2]
+    with caplog.at_level(logging.WARNING, logger="adzoo.data.types"):
+        dm = AnomalyDataModule(source, image_size=16, categories=[first, first, second, first])
+    assert dm.categories == [first, second]
+    expected = len(source.train_dataset([first, second], 16))
+    assert len(dm.train_set) == expected
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and repr(first) in warnings[0] and repr(second) not in warnings[0]
+
+
+def test_validate_runs_the_source_check_when_there_is_one(source) -> None:
+    AnomalyDataModule(source, image_size=16).validate()  # the generated set is valid
+
+    class InMemory:
+        """A source without files, hence without ``validate``."""
+
+        def __init__(self) -> None:
+            self.inner = source
+
+        def categories(self) -> list[str]:
+            return self.inner.categories()
+
+        def has_masks(self, category: str) -> bool:
+            return True
+
+        def train_dataset(self, categories, image_size):
+            return self.inner.train_dataset(categories, image_size)
+
+        def test_dataset(self, categories, image_size):
+            return self.inner.test_dataset(categories, image_size)
+
+    AnomalyDataModule(InMemory(), image_size=16).validate()  # nothing to check, and no AttributeError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from adzoo.data import AnomalyDataModule, mvtec
 from adzoo.data.mvtec import DataError, MVTecLayoutSource, read_image
 
 
@@ -131,3 +133,81 @@ def test_truncated_image_names_the_file(tmp_path: Path) -> None:
     train = MVTecLayoutSource(root).train_dataset(["thing"], 16)
     with pytest.raises(DataError, match=r"002.png"):
         train[2]
+
+
+def _hide_things(root: Path, with_image_suffix: bool = True) -> None:
+    base = root / "thing"
+    if with_image_suffix:
+        (base / "train" / "good" / "._000.png").write_bytes(b"\x00\x05\x16\x07AppleDouble resource fork")
+        (base / "test" / "scratch" / "._000.png").write_bytes(b"\x00\x05\x16\x07")
+    for folder in (base / "train" / "good", base / "test", base / "test" / "scratch"):
+        (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (base / "train" / "good" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (base / "test" / "good" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    rng = np.random.default_rng(3)
+    for hidden in (base / "test" / ".thumbnails", base / "test" / "__MACOSX", root / ".trash" / "train" / "good"):
+        _save(hidden / "000.png", rng.integers(0, 255, (20, 20, 3), dtype=np.uint8))
+
+
+def test_hidden_and_system_files_are_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_tree(tmp_path)
+    _hide_things(root)
+    with caplog.at_level(logging.INFO, logger="adzoo.data.mvtec"):
+        source = MVTecLayoutSource(root)
+    assert source.categories() == ["thing"]  # the hidden '.trash' folder is no category
+    test = source.test_dataset(["thing"], 8)
+    assert len(source.train_dataset(["thing"], 8)) == 3 and len(test) == 2
+    assert {r.defect for r in test.records} == {"good", "scratch"}  # hidden folders are no defect types
+    assert source.has_masks("thing")  # a '.thumbnails' defect type without ground truth would turn masks off
+    assert all("/." not in p and "__MACOSX" not in p for p in source.files())
+    source.validate()
+    lines = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    message = lines[0].getMessage()
+    assert "category thing" in message and "7 hidden/system file(s) (2 with an image suffix)" in message
+    assert "2 hidden/system folder(s)" in message
+
+
+def test_skipped_system_files_without_image_suffix_are_info(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_tree(tmp_path)
+    _hide_things(root, with_image_suffix=False)
+    with caplog.at_level(logging.INFO, logger="adzoo.data.mvtec"):
+        MVTecLayoutSource(root)
+    lines = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+
+
+def test_validate_lists_problems_of_two_categories_in_one_error(tmp_path: Path) -> None:
+    root = make_tree(make_tree(tmp_path, "alpha"), "beta")
+    broken_image = root / "alpha" / "train" / "good" / "001.png"
+    broken_image.write_bytes(b"not a png")
+    empty_mask = root / "beta" / "ground_truth" / "scratch" / "000_mask.png"
+    _save(empty_mask, np.zeros((20, 20), dtype=np.uint8))
+    datamodule = AnomalyDataModule(MVTecLayoutSource(root), image_size=16)
+    with pytest.raises(DataError) as caught:
+        datamodule.validate()
+    message = str(caught.value)
+    assert "2 problem(s) in categories alpha, beta" in message
+    assert str(broken_image) in message and f"{empty_mask} has no defect pixel" in message
+    assert datamodule._train is None  # nothing was read for training
+
+
+def test_validate_caps_the_listing_and_counts_the_rest(tmp_path: Path) -> None:
+    root = make_tree(tmp_path, size=8)
+    good = root / "thing" / "train" / "good"
+    for i in range(25):
+        (good / f"bad{i:02d}.png").write_bytes(b"")
+    with pytest.raises(DataError) as caught:
+        MVTecLayoutSource(root).validate(["thing"])
+    message = str(caught.value)
+    assert "found 25 problem(s)" in message and "... and 5 more" in message
+    assert message.count("cannot read image") == 20
+
+
+def test_validate_passes_a_good_tree_and_checks_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = MVTecLayoutSource(make_tree(tmp_path))
+    source.validate()
+    calls: list[str] = []
+    monkeypatch.setattr(mvtec, "check_image", lambda path: calls.append(path) or (20, 20))
+    source.validate("thing")
+    assert calls == []  # already checked: the separate setting does not pay twice

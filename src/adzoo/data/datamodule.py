@@ -148,6 +148,13 @@ class AnomalyDataModule(pl.LightningDataModule):
     def has_masks(self, category: str) -> bool:
         return self.source.has_masks(category)
 
+    def validate(self) -> None:
+        """Check every file of the selected categories before any work, where the source can (file-backed sources
+        have ``validate``; in-memory ones hold nothing that can be unreadable), so bad data fails in one error."""
+        check = getattr(self.source, "validate", None)
+        if callable(check):
+            check(self.categories)
+
     def setup(self, stage: str | None = None) -> None:
         if self._train is None:
             self._train = self.source.train_dataset(self.categories, self.image_size)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import TypedDict
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class AnomalySample(TypedDict):
@@ -29,11 +33,18 @@ class AnomalySample(TypedDict):
 def select_categories(
     wanted: Sequence[str] | str | None, available: Sequence[str], where: str, error: type[Exception] = ValueError
 ) -> list[str]:
-    """Resolve ``"all"`` / one name / a list against what exists; unknown names fail, listing what is there."""
+    """Resolve ``"all"`` / one name / a list against what exists; unknown names fail, listing what is there.
+
+    A name given twice (``[pill, pill]``) is kept once, in first-seen order, with a warning naming it: counting a
+    category twice would weigh it double in the unified setting and in the mean over categories.
+    """
     if wanted is None or wanted == "all":
-        return list(available)
+        return list(dict.fromkeys(available))
     names = [wanted] if isinstance(wanted, str) else list(wanted)
     unknown = [c for c in names if c not in available]
     if unknown:
         raise error(f"{where}: unknown categories {unknown}; available: {', '.join(available)}")
-    return names
+    duplicates = [name for name, count in Counter(names).items() if count > 1]
+    if duplicates:
+        log.warning("%s: categories %s are listed more than once; each is used once", where, duplicates)
+    return list(dict.fromkeys(names))
