@@ -83,6 +83,7 @@ def test_eval_reproduces_the_training_metrics(compose_cfg, tmp_path: Path) -> No
         run_dir=tmp_path / "eval",
     )
     evaluated = run(cfg, evaluate_only=True)
+    # bitwise: the same weights (float32 checkpoint, restored exactly), the same test batches, one process
     assert evaluated["metrics"]["per_category"] == trained["metrics"]["per_category"]
 
 
@@ -147,3 +148,26 @@ def test_torch_threads_is_applied_and_recorded(compose_cfg) -> None:
         assert results["device"]["torch_threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_bad_file_in_a_later_category_stops_the_run_before_the_first_fit(compose_cfg, tmp_path: Path) -> None:
+    """Validation reads every category once, up front: a broken image in the last category must not cost the
+    training of the earlier ones, and every problem is listed in the one error."""
+    import shutil
+
+    from adzoo.data.mvtec import DataError, generated_source
+
+    source = generated_source(tmp_path / "gen", seed=0, image_size=32, n_train=6, n_test_good=2, n_test_per_defect=1)
+    root = tmp_path / "parts"
+    for category in ("fabric", "pill"):
+        shutil.copytree(source.root / category, root / category)
+    broken = sorted((root / "pill" / "test" / "good").glob("*.png"))
+    broken[0].write_bytes(broken[0].read_bytes()[:60])
+    mask = next((root / "pill" / "ground_truth").rglob("*.png"))
+    mask.write_bytes(mask.read_bytes()[:60])
+    cfg = compose_cfg("backbone=test_efficientnet", "data=mvtec", f"data.root={root}", "data.image_size=32",
+                      "data.num_workers=0", "data.setting=separate")  # fmt: skip
+    with pytest.raises(DataError) as caught:
+        run(cfg)
+    assert str(broken[0]) in str(caught.value) and str(mask) in str(caught.value)
+    assert not (tmp_path / "run" / "categories" / "fabric" / "checkpoints").exists()  # fabric never trained

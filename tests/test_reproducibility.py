@@ -4,6 +4,11 @@ Users publish adzoo's numbers, so a rerun with the same seed must reproduce them
 Each method is run twice through the real app (Hydra composition, Lightning Trainer, metric callback) into two
 run folders; per-category metrics and every per-image score must be equal as floats. A second seed must change
 a gradient-trained method's scores, otherwise the comparison could not fail.
+
+Bitwise equality is sound here, and only here: both runs are in one process on one machine, with the same thread
+count and the same batches (every order is a function of the seed), so every kernel sums in the same order. Runs
+that batch differently (DDP, another eval batch size) or run on another machine agree only to float tolerance:
+see tests/cli/test_apps.py::test_ddp_on_two_cpu_processes_matches_one_process.
 """
 
 from __future__ import annotations

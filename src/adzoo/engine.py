@@ -62,7 +62,9 @@ class EpochSeed(pl.Callback):
     """Reseed every RNG from (seed, epoch) when a training epoch starts.
 
     Dropout, feature jitter and augmentation then depend on the epoch alone, not on how much randomness earlier
-    epochs consumed, so a run resumed from a checkpoint after a kill continues exactly as the uninterrupted run.
+    epochs consumed, so a run resumed from a checkpoint after a kill continues as the uninterrupted run: bit for
+    bit with ``model.feature_cache=false``, to float32 rounding with it (the resumed run recomputes the frozen
+    features of epoch 0 in later epochs' batches, whose composition moves the last bits).
     """
 
     def __init__(self, seed: int) -> None:

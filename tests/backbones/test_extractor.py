@@ -58,7 +58,7 @@ def test_normalisation_uses_model_mean_std() -> None:
     assert torch.allclose(ext.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
     x = torch.rand(1, 3, 32, 32)
     expected = ext.model((x - ext.mean) / ext.std)[0]
-    assert torch.equal(ext(x)[0], expected)
+    assert torch.equal(ext(x)[0], expected)  # bitwise: the same ops on the same one-image batch, one process
 
 
 def test_kind_detection_and_validation() -> None:

@@ -46,7 +46,8 @@ def test_adtr_plus_pixel_trains_tests_and_reloads_through_the_app(compose_cfg, t
     for metrics in written["metrics"]["per_category"].values():
         for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
             assert 0.0 <= metrics[key] <= 1.0
-        assert metrics["image_auroc"] == pytest.approx(metrics["image_auroc_avgpool"])  # the pooled-max score
+        # the pooled-max score: the model and the metric callback apply the same avgpool_max to the same map tensor
+        assert metrics["image_auroc"] == pytest.approx(metrics["image_auroc_avgpool"])
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain hparams: safe loading works
     assert state["hyper_parameters"]["anomaly_supervision"] == "pixel"
@@ -56,6 +57,7 @@ def test_adtr_plus_pixel_trains_tests_and_reloads_through_the_app(compose_cfg, t
         compose_cfg(*TINY_ADTR, f"ckpt_path={ckpt}", config_name="eval", run_dir=tmp_path / "eval"),
         evaluate_only=True,
     )
+    # bitwise: the same weights (float32 checkpoint, restored exactly), the same test batches, one process
     assert evaluated["metrics"]["per_category"] == trained["metrics"]["per_category"]
 
     # ADTR+ with image labels, fine-tuned from the run above (its folder), one epoch

@@ -34,7 +34,10 @@ def test_training_excludes_self_by_index_and_keeps_a_duplicate_as_neighbour() ->
     paths = [f"train/{i:03d}.png" for i in range(8)]
     loader = [{"image": images[:4], "path": paths[:4]}, {"image": images[4:], "path": paths[4:]}]
     features, got_paths = module.pooled_features(loader)
-    assert got_paths == paths and torch.equal(features[2], features[5])
+    assert got_paths == paths
+    # the twins went through the backbone in different batches, at different positions: equal to float32
+    # rounding, not necessarily bit for bit (kernels may block the batch dimension differently)
+    torch.testing.assert_close(features[5], features[2], rtol=1e-5, atol=1e-6)
     module.fit_bank(features, got_paths)
     table = module._train_neighbours
     assert table.shape == (8, 3)

@@ -41,6 +41,7 @@ def test_unified_generated_set_with_a_vit_teacher_and_eval_reproduces(compose_cf
         ),
         evaluate_only=True,
     )
+    # bitwise: the same weights (float32 checkpoint, restored exactly), the same test batches, one process
     assert evaluated["metrics"]["per_category"] == trained["metrics"]["per_category"]
 
 

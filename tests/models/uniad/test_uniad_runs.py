@@ -45,7 +45,8 @@ def test_uniad_trains_tests_and_reloads_through_the_app(compose_cfg, tmp_path: P
     for metrics in written["metrics"]["per_category"].values():
         for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
             assert 0.0 <= metrics[key] <= 1.0
-    # the method's own score is the avg-pool convention, so the two image AUROCs agree
+    # the method's own score is the avg-pool convention, so the two image AUROCs agree (exactly: the model and the
+    # metric callback apply the same avgpool_max to the same map tensor)
     for metrics in written["metrics"]["per_category"].values():
         assert metrics["image_auroc"] == pytest.approx(metrics["image_auroc_avgpool"])
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -57,6 +58,7 @@ def test_uniad_trains_tests_and_reloads_through_the_app(compose_cfg, tmp_path: P
         compose_cfg(*TINY_UNIAD, f"ckpt_path={ckpt}", config_name="eval", run_dir=tmp_path / "eval"),
         evaluate_only=True,
     )
+    # bitwise: the same weights (float32 checkpoint, restored exactly), the same test batches, one process
     assert evaluated["metrics"]["per_category"] == trained["metrics"]["per_category"]
 
 
