@@ -24,12 +24,28 @@ register_resolvers()
 def app(cfg: DictConfig) -> float | None:
     from adzoo.run_identity import eval_config
 
-    cfg = eval_config(cfg)
+    try:
+        cfg = eval_config(cfg)
+    except Exception:
+        _remove_unresolved_folder()
+        raise
     validate_config(cfg)  # before importing torch: a typo is reported in a second, not after the imports
     from adzoo.engine import run
 
     results = run(cfg, evaluate_only=True)
     return None if results is None else results["metrics"]["mean"].get("image_auroc")
+
+
+def _remove_unresolved_folder() -> None:
+    """Hydra made the eval's folder before the app could say that ``ckpt_path`` is wrong: leave no empty husk."""
+    import shutil
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    if folder.name.startswith("unresolved-") and not (folder / "results.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> int:
