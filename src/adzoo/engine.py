@@ -208,14 +208,13 @@ def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
     """Train (unless ``evaluate_only``) and test per the config; returns the results.json payload."""
     output_dir = Path(cfg.paths.output_dir)
     validate_config(cfg)
-    if evaluate_only:
-        locate_run(cfg.get("ckpt_path"))
+    source = _eval_source(cfg) if evaluate_only else None  # a wrong ckpt_path fails before any work
     _configure_determinism(cfg)
     if _ddp_worker():
-        return _run(cfg, evaluate_only)  # DDP worker processes share rank 0's folder and lock
+        return _run(cfg, source)  # DDP worker processes share rank 0's folder and lock
     check_writable(output_dir)
     with run_lock(output_dir):
-        return _run(cfg, evaluate_only)
+        return _run(cfg, source)
 
 
 def _ddp_worker() -> bool:
@@ -281,9 +280,14 @@ def _link_latest(cfg: DictConfig, output_dir: Path) -> None:
 
 def _finished(cfg: DictConfig, results_path: Path, digest: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     """The finished results to skip to, checked: same identity and the same data on disk, else refused."""
-    if cfg.get("force", False) or not is_complete(results_path):
+    if cfg.get("force", False):
         return None
-    done = read_json(results_path)
+    try:
+        done = read_json(results_path)
+    except (OSError, ValueError):
+        return None  # absent or half-written: not finished
+    if not isinstance(done, dict) or done.get("status") != "complete":
+        return None
     if (done.get("identity") or {}).get("digest") != digest:
         raise RunFolderConflictError(
             f"{results_path} is another config's result (identity {(done.get('identity') or {}).get('digest')}, "
@@ -298,7 +302,9 @@ def _finished(cfg: DictConfig, results_path: Path, digest: str, fingerprint: dic
     return done
 
 
-def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
+def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One run; ``source`` (what an eval reads) is None for training."""
+    evaluate_only = source is not None
     output_dir = Path(cfg.paths.output_dir)
     results_path = output_dir / RESULTS_FILE
     task = "eval" if evaluate_only else "train"
@@ -322,7 +328,6 @@ def _run(cfg: DictConfig, evaluate_only: bool) -> dict[str, Any] | None:
             return done
     if callable(getattr(datamodule, "validate", None)):
         datamodule.validate()  # every file of every category, before the first fit
-    source = _eval_source(cfg) if evaluate_only else None
     groups: list[str | None] = [None] if datamodule.setting == "unified" else list(datamodule.categories)
     per_category: dict[str, dict[str, float]] = {}
     notes: dict[str, str] = {}

@@ -96,8 +96,6 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     for section in IDENTITY_SECTIONS:
         node = OmegaConf.select(cfg, section, default=None, throw_on_missing=False)
         value = _resolved(node, EXECUTION_KEYS.get(section, ()))
-        if section == "model" and isinstance(value, dict) and isinstance(value.get("backbone"), dict):
-            value["backbone"] = {k: v for k, v in value["backbone"].items() if k not in EXECUTION_KEYS["model"]}
         out[section] = _absolute_roots(value) if section == "data" else value
     return out
 
@@ -144,10 +142,7 @@ def locate_run(ckpt_path: str | os.PathLike | None) -> tuple[Path, Path]:
         raise CheckpointNotFoundError(f"ckpt_path={ckpt_path}: no results.json in this folder (expected a run folder)")
     if not path.is_file():
         raise CheckpointNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint or run folder")
-    for parent in path.resolve().parents:
-        if (parent / "results.json").is_file() and (parent / IDENTITY_FILE).is_file():
-            return parent, path.resolve()
-    for parent in path.resolve().parents:
+    for parent in path.resolve().parents:  # a category's checkpoint sits below the run's own results.json
         if (parent / "results.json").is_file():
             return parent, path.resolve()
     raise CheckpointNotFoundError(

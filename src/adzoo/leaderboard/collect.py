@@ -120,19 +120,12 @@ def _config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _without_seed(node: Any) -> Any:
+def _without(node: Any, key: str) -> Any:
+    """``node`` with ``key`` dropped at every depth."""
     if isinstance(node, dict):
-        return {k: _without_seed(v) for k, v in node.items() if k != "seed"}
+        return {k: _without(v, key) for k, v in node.items() if k != key}
     if isinstance(node, list):
-        return [_without_seed(v) for v in node]
-    return node
-
-
-def _without_roots(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_roots(v) for k, v in node.items() if k != "root"}
-    if isinstance(node, list):
-        return [_without_roots(v) for v in node]
+        return [_without(v, key) for v in node]
     return node
 
 
@@ -160,9 +153,9 @@ def variant_hash(config: dict[str, Any]) -> str:
             if section == "model" and isinstance(node.get("backbone"), dict):
                 node["backbone"] = {k: v for k, v in node["backbone"].items() if k not in drop}
             if section == "data":
-                node = _without_roots({k: v for k, v in node.items() if k != "categories"})
+                node = _without({k: v for k, v in node.items() if k != "categories"}, "root")
         identity[section] = node
-    return _config_hash(_without_seed(identity))[:8]
+    return _config_hash(_without(identity, "seed"))[:8]
 
 
 def check_results(payload: dict[str, Any], where: Path) -> None:
