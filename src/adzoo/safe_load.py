@@ -10,7 +10,7 @@ object it resolves to (a string such as ``adzoo.models.base.os.system`` starts l
 - ``adzoo.backbones``: ``build_backbone`` and the ``nn.Module`` classes defined there;
 - ``adzoo.data``: the classes defined there and the source factories ``generated_source`` and ``visa_source``;
 - Lightning callbacks defined in ``adzoo.callbacks``, strategies in ``adzoo.utils.strategies``, Hydra callbacks in
-  ``adzoo.utils.hydra_callbacks``;
+  ``adzoo.utils.hydra_callbacks``, learning-rate schedules in ``adzoo.utils.schedules``;
 - optimiser and scheduler classes defined in ``torch.optim`` (subclasses of ``Optimizer`` / ``LRScheduler`` /
   ``ReduceLROnPlateau``);
 - exactly ``pytorch_lightning.Trainer``, ``pytorch_lightning.loggers.{CSVLogger,TensorBoardLogger,WandbLogger}``
@@ -59,6 +59,7 @@ _RULES = (
     _Rule("adzoo.callbacks", ("pytorch_lightning.Callback",)),
     _Rule("adzoo.utils.strategies", ("pytorch_lightning.strategies.Strategy",)),
     _Rule("adzoo.utils.hydra_callbacks", ("hydra.experimental.callback.Callback",)),
+    _Rule("adzoo.utils.schedules", ("torch.optim.lr_scheduler.LRScheduler",)),
     _Rule(
         "torch.optim",
         ("torch.optim.Optimizer", "torch.optim.lr_scheduler.LRScheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"),
@@ -75,7 +76,8 @@ _EXACT_CLASSES = frozenset(
     }
 )
 ALLOWED_SUMMARY = (
-    "allowed: adzoo.models/backbones/data/callbacks/utils.strategies/utils.hydra_callbacks classes and factories, "
+    "allowed: adzoo.models/backbones/data/callbacks/utils.strategies/utils.hydra_callbacks/utils.schedules classes and "
+    "factories, "
     "torch.optim optimisers and schedulers, pytorch_lightning Trainer, CSV/TensorBoard/Wandb loggers, ModelCheckpoint"
 )
 # Public dotted names only: no ``__builtins__``, ``_private`` hops, spaces, calls or subscripts.

@@ -16,6 +16,7 @@ from adzoo.data.synthetic import (
     SYNTHETIC_CATEGORIES,
     SYNTHETIC_DEFECTS,
     SYNTHETIC_OBJECTS,
+    SYNTHETIC_SETS,
     SYNTHETIC_TEXTURES,
     generate_synthetic_dataset,
     render_sample,
@@ -95,7 +96,7 @@ def test_layout_is_exact(tiny_root: Path) -> None:
 def test_manifest_describes_tree(tiny_root: Path) -> None:
     data = json.loads((tiny_root / MANIFEST_NAME).read_text())
     assert data["version"] == synthetic.GENERATOR_VERSION
-    assert data["params"] == {"seed": 0, **TINY, "categories": list(SYNTHETIC_CATEGORIES)}
+    assert data["params"] == {"seed": 0, **TINY, "categories": list(SYNTHETIC_CATEGORIES), "preset": "default"}
     assert data["files"] == len(_files(tiny_root)) - 1  # everything but the manifest itself
     assert data["files"] == sum(
         TINY["n_train"] + TINY["n_test_good"] + 2 * TINY["n_test_per_defect"] * len(d)
@@ -227,10 +228,14 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ masks
 
 
+ALL_DEFECTS = {c: d for defects in SYNTHETIC_SETS.values() for c, d in defects.items()}
+PHOTO_TEXTURES = sorted(set(SYNTHETIC_SETS["mvtec_like"]) - set(SYNTHETIC_CATEGORIES))
+
+
 @pytest.mark.parametrize("size", [32, 64])
-@pytest.mark.parametrize("category", SYNTHETIC_CATEGORIES)
+@pytest.mark.parametrize("category", [*SYNTHETIC_CATEGORIES, *PHOTO_TEXTURES])
 def test_mask_is_exactly_the_changed_pixels(category: str, size: int) -> None:
-    for defect in SYNTHETIC_DEFECTS[category]:
+    for defect in ALL_DEFECTS[category]:
         for i in range(4):
             key = sample_entropy(11, category, "test", defect, i)
             img, mask = render_sample(category, defect, image_size=size, entropy=key)
@@ -292,3 +297,33 @@ def test_subtle_defect_hides_in_normal_variation(category: str) -> None:
         assert shift < 0.25 * spread, f"{category}/{defect}/{i}: shift {shift:.3f} vs spread {spread:.3f}"
         inside = np.abs(img.astype(np.int16) - clean.astype(np.int16)).max(-1)[mask > 0]
         assert np.median(inside) <= 16, "subtle means a few per cent of intensity"
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+def test_mvtec_like_preset_writes_its_own_categories_and_defects(tmp_path: Path) -> None:
+    root = generate_synthetic_dataset(tmp_path / "ml", seed=1, preset="mvtec_like", **TINY)
+    wanted = SYNTHETIC_SETS["mvtec_like"]
+    assert sorted(p.name for p in root.iterdir()) == sorted([*wanted, MANIFEST_NAME])
+    for cat, defects in wanted.items():
+        assert sorted(p.name for p in (root / cat / "test").iterdir()) == sorted(["good", *defects])
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    assert manifest["params"]["preset"] == "mvtec_like"
+    assert manifest["defects"] == {c: list(d) for c, d in wanted.items()}
+    # Photo textures are real photographs: a normal image has the grain of one, not a flat field.
+    img = _load(root / "gravel" / "train" / "good" / "000.png").astype(np.float64)
+    assert img.std() > 10.0
+
+
+def test_photo_textures_vary_between_normal_images() -> None:
+    a, _ = render_sample("brick", None, image_size=64, entropy=sample_entropy(0, "brick", "train", None, 0))
+    b, _ = render_sample("brick", None, image_size=64, entropy=sample_entropy(0, "brick", "train", None, 1))
+    assert np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() > 5.0
+
+
+def test_unknown_preset_and_foreign_category_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"data\.source\.preset"):
+        generate_synthetic_dataset(tmp_path / "x", preset="mvtec", **TINY)
+    with pytest.raises(ValueError, match=r"'gravel'.*'default'"):
+        generate_synthetic_dataset(tmp_path / "y", categories=["gravel"], **TINY)

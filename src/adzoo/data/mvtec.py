@@ -487,12 +487,15 @@ def generated_source(
     n_train: int = 60,
     n_test_good: int = 12,
     n_test_per_defect: int = 6,
+    preset: str = "default",
 ) -> MVTecLayoutSource:
-    """Generate (once, cached) the embedded default set, then read it with the ordinary MVTec loader."""
+    """Generate (once, cached) a generated set (the embedded default, or ``preset=mvtec_like``), then read it
+    with the ordinary MVTec loader."""
     from adzoo.data.synthetic import generate_synthetic_dataset
 
     wanted = None if categories == "all" else ([categories] if isinstance(categories, str) else categories)
-    folder = Path(root).expanduser() / f"seed{seed}_size{image_size}_n{n_train}-{n_test_good}-{n_test_per_defect}"
+    tag = "" if preset == "default" else f"{preset}_"
+    folder = Path(root).expanduser() / f"{tag}seed{seed}_size{image_size}_n{n_train}-{n_test_good}-{n_test_per_defect}"
     generate_synthetic_dataset(
         folder,
         seed=seed,
@@ -500,5 +503,6 @@ def generated_source(
         n_train=n_train,
         n_test_good=n_test_good,
         n_test_per_defect=n_test_per_defect,
+        preset=preset,
     )
     return MVTecLayoutSource(folder, categories=wanted or "all")

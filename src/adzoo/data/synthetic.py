@@ -262,6 +262,7 @@ class _Spec:
     paint: Callable[[Params, int], Pair]
     defects: dict[str, DefectFn]
     gray: bool = False
+    lighting: float = 1.0  # scales the camera's gain/gradient/vignette/tint variation (photo textures: steadier)
 
 
 def _geometry(spec: _Spec, scene: _Scene, size: int, **overrides: Any) -> Pair:
@@ -819,6 +820,113 @@ def _screw_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
 
 
 # --------------------------------------------------------------------------------------------------
+# photo textures (the mvtec_like set): scikit-image's bundled photographs of gravel, brick and grass
+# --------------------------------------------------------------------------------------------------
+
+_PHOTO_SIDE = 384.0  # photo pixels one image spans at scale 1, whatever image_size is
+
+
+@functools.lru_cache(maxsize=4)
+def _photo(name: str) -> Array:
+    """One of scikit-image's bundled 512² grey photographs in [0, 1] (installed with scikit-image, no download)."""
+    try:
+        from skimage import data as skdata
+    except ImportError as exc:  # pragma: no cover - scikit-image is a dependency
+        raise ImportError(
+            f"the generated mvtec_like set paints its textures from scikit-image's bundled photo {name!r}; "
+            "install scikit-image"
+        ) from exc
+    img = np.asarray(getattr(skdata, name)(), dtype=np.float64) / 255.0
+    img.setflags(write=False)
+    return img
+
+
+@functools.lru_cache(maxsize=16)
+def _photo_prefiltered(name: str, size: int) -> Array:
+    """The photo low-passed for sampling at ``size``: a smaller image must not alias the grain."""
+    step = _PHOTO_SIDE / size
+    img = _photo(name)
+    out = ndimage.gaussian_filter(img, 0.45 * step) if step > 1.0 else img.copy()
+    out.setflags(write=False)
+    return out
+
+
+def _photo_drawer(photo: str, dark: Sequence[float], light: Sequence[float]) -> Callable[[Gen, int], Params]:
+    """Normal variation of a photo texture: where the camera looks, ±3° rotation, ±3 % scale, tone and tint."""
+
+    def draw(rng: Gen, size: int) -> Params:
+        return {
+            "photo": photo,
+            "centre": rng.uniform(0.41, 0.59, 2) * np.array(_photo(photo).shape, dtype=np.float64),
+            "angle": np.deg2rad(rng.uniform(-3.0, 3.0)),
+            "scale": rng.uniform(0.97, 1.03),
+            "gamma": rng.uniform(0.95, 1.05),
+            "dark": np.asarray(dark, dtype=np.float64) * rng.uniform(0.98, 1.02),
+            "light": np.asarray(light, dtype=np.float64) * rng.uniform(0.98, 1.02),
+        }
+
+    return draw
+
+
+def _paint_photo(p: Params, size: int) -> Pair:
+    yy, xx = _pix_grid(size)
+    c0 = (size - 1) / 2.0
+    step = _PHOTO_SIDE / size * p["scale"]
+    c, s = np.cos(p["angle"]), np.sin(p["angle"])
+    dy, dx = (yy - c0) * step, (xx - c0) * step
+    ys = p["centre"][0] + dy * c - dx * s
+    xs = p["centre"][1] + dy * s + dx * c
+    g = ndimage.map_coordinates(_photo_prefiltered(p["photo"], size), [ys, xs], order=1, mode="mirror")
+    g = np.clip(g, 0.0, 1.0) ** p["gamma"]
+    return p["dark"] + (p["light"] - p["dark"]) * g[..., None], np.ones((size, size))
+
+
+def _px(size: int, at_256: float) -> float:
+    """A length given in pixels at 256², scaled to ``size``."""
+    return at_256 * size / 256.0
+
+
+def _photo_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+    target = np.minimum(scene.params["light"] * 1.2, 1.0)
+    width = (_px(size, 2.0), _px(size, 3.5))
+    return _scratch(scene, rng, size, length=(0.2, 0.4), width=width, target=target, amount=(0.6, 0.85))
+
+
+def _photo_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+    width = (_px(size, 3.0), _px(size, 5.0))
+    return _crack(scene, rng, size, angle=None, length=(0.15, 0.3), width=width, darken=(0.25, 0.4), branches=1)
+
+
+def _photo_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+    rad = max(rng.uniform(0.025, 0.05) * size, 1.5)
+    cy, cx = _pick_point(rng, scene.support, rad + 1.0)
+    alpha = _blob(rng, size, cy, cx, rad, irregular=0.35, soft=_px(size, 1.5))
+    return np.broadcast_to(scene.params["dark"] * 0.3, scene.rgb.shape).copy(), alpha
+
+
+def _photo_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+    return _stain(scene, rng, size, strength=(0.2, 0.35), radius=(0.05, 0.1), tint=(0.2, 0.6, 1.0))
+
+
+def _photo_foreign(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+    """A patch of another material in the same colours: local statistics change, the mean barely does."""
+    others = [name for name in _PHOTO_TONES if name != scene.params["photo"]]
+    other = {**scene.params, "photo": others[int(rng.integers(len(others)))]}
+    layer, _ = _paint_photo(other, size)
+    rad = max(rng.uniform(0.05, 0.09) * size, 2.0)
+    cy, cx = _pick_point(rng, scene.support, rad)
+    return layer, _blob(rng, size, cy, cx, rad, irregular=0.3, soft=_px(size, 2.0))
+
+
+_PHOTO_DEFECTS: dict[str, DefectFn] = {
+    "scratch": _photo_scratch,
+    "crack": _photo_crack,
+    "hole": _photo_hole,
+    "stain": _photo_stain,
+    "foreign": _photo_foreign,
+}
+
+# --------------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------------
 
@@ -882,10 +990,38 @@ _SPECS: dict[str, _Spec] = {
     ),
 }
 
-SYNTHETIC_CATEGORIES: tuple[str, ...] = tuple(_SPECS)
-SYNTHETIC_DEFECTS: dict[str, tuple[str, ...]] = {name: tuple(spec.defects) for name, spec in _SPECS.items()}
-SYNTHETIC_TEXTURES: tuple[str, ...] = tuple(n for n, s in _SPECS.items() if s.kind == "texture")
-SYNTHETIC_OBJECTS: tuple[str, ...] = tuple(n for n, s in _SPECS.items() if s.kind == "object")
+# The default set's six categories are the procedural ones above; the photo textures join the mvtec_like set.
+_DEFAULT_CATEGORIES = tuple(_SPECS)
+_PHOTO_TONES = {  # (dark, light) colour each grey photograph is mapped between
+    "gravel": ((0.16, 0.15, 0.13), (0.86, 0.82, 0.74)),
+    "brick": ((0.22, 0.10, 0.08), (0.86, 0.56, 0.44)),
+    "grass": ((0.05, 0.14, 0.04), (0.62, 0.80, 0.38)),
+}
+_SPECS.update(
+    {
+        name: _Spec("texture", _photo_drawer(name, *tones), _paint_photo, _PHOTO_DEFECTS, lighting=0.25)
+        for name, tones in _PHOTO_TONES.items()
+    }
+)
+
+#: Generated sets: category → the defect types drawn for it. ``default`` is the embedded default benchmark
+#: (128², small, fast); ``mvtec_like`` is the diagnosis set (issue 13): 256², real photo textures, objects,
+#: local defects that are visible at 256², on which the patch-kNN reference scores as it does on MVTec AD.
+SYNTHETIC_SETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "default": {name: tuple(_SPECS[name].defects) for name in _DEFAULT_CATEGORIES},
+    "mvtec_like": {
+        "gravel": tuple(_PHOTO_DEFECTS),
+        "brick": tuple(_PHOTO_DEFECTS),
+        "grass": tuple(_PHOTO_DEFECTS),
+        "pill": ("crack", "contamination", "chip"),
+        "washer": ("scratch", "notch"),
+        "screw": ("broken_tip", "scratch", "bent"),
+    },
+}
+SYNTHETIC_CATEGORIES: tuple[str, ...] = tuple(SYNTHETIC_SETS["default"])
+SYNTHETIC_DEFECTS: dict[str, tuple[str, ...]] = dict(SYNTHETIC_SETS["default"])
+SYNTHETIC_TEXTURES: tuple[str, ...] = tuple(n for n in SYNTHETIC_CATEGORIES if _SPECS[n].kind == "texture")
+SYNTHETIC_OBJECTS: tuple[str, ...] = tuple(n for n in SYNTHETIC_CATEGORIES if _SPECS[n].kind == "object")
 #: The low-contrast defect of each category (a global-statistics detector should not catch it).
 SUBTLE_DEFECTS: dict[str, str] = {
     "fabric": "stain",
@@ -911,13 +1047,13 @@ class _Post:
     sigma: float  # sensor noise std
 
 
-def _draw_post(rng: Gen, size: int, gray: bool) -> _Post:
+def _draw_post(rng: Gen, size: int, gray: bool, lighting: float = 1.0) -> _Post:
     y, x = _norm_grid(size)
     beta = rng.uniform(0.0, 2.0 * np.pi)
-    grad, vig = rng.uniform(0.0, 0.08), rng.uniform(0.0, 0.08)
-    gain = rng.uniform(0.86, 1.12) * (1.0 + grad * (x * np.cos(beta) + y * np.sin(beta)))
+    grad, vig = rng.uniform(0.0, 0.08 * lighting), rng.uniform(0.0, 0.08 * lighting)
+    gain = (1.0 + lighting * rng.uniform(-0.14, 0.12)) * (1.0 + grad * (x * np.cos(beta) + y * np.sin(beta)))
     gain = gain * (1.0 - vig * (x**2 + y**2) / 2.0)
-    channel_gain = np.ones(3) if gray else 1.0 + rng.normal(0.0, 0.02, 3)
+    channel_gain = np.ones(3) if gray else 1.0 + rng.normal(0.0, 0.02 * lighting, 3)
     return _Post(gain, channel_gain, float(rng.uniform(0.004, 0.012)))
 
 
@@ -954,17 +1090,17 @@ def render_sample(category: str, defect: str | None, *, image_size: int, entropy
     have been without its defect: tests use this to check masks bit-exactly.
     """
     if category not in _SPECS:
-        raise ValueError(f"unknown synthetic category {category!r}; known: {SYNTHETIC_CATEGORIES}")
+        raise ValueError(f"unknown synthetic category {category!r}; known: {tuple(_SPECS)}")
     spec = _SPECS[category]
     if defect is not None and defect not in spec.defects:
-        raise ValueError(f"unknown defect {defect!r} for {category!r}; known: {SYNTHETIC_DEFECTS[category]}")
+        raise ValueError(f"unknown defect {defect!r} for {category!r}; known: {tuple(spec.defects)}")
     size = int(image_size)
     base_ss, defect_ss, noise_ss = np.random.SeedSequence(list(entropy)).spawn(3)
     base = np.random.default_rng(base_ss)
     params = spec.draw(base, size)
     rgb, support = spec.paint(params, size)
     scene = _Scene(rgb, support, params)
-    post = _draw_post(base, size, spec.gray)
+    post = _draw_post(base, size, spec.gray, spec.lighting)
     noise = np.random.default_rng(noise_ss).standard_normal((size, size, 1 if spec.gray else 3)) * post.sigma
     clean = _finish(rgb, post, noise)
     if defect is None:
@@ -1012,6 +1148,7 @@ def _write_tree(
     n_test_good: int,
     n_per_defect: int,
     categories: Sequence[str],
+    defects: dict[str, tuple[str, ...]],
 ) -> int:
     """Write every category under ``out``; returns the number of files written."""
     n_files = 0
@@ -1021,7 +1158,7 @@ def _write_tree(
             jobs.append((out / cat / "train" / "good" / f"{i:03d}.png", "train", None, i, None))
         for i in range(n_test_good):
             jobs.append((out / cat / "test" / "good" / f"{i:03d}.png", "test", None, i, None))
-        for d in SYNTHETIC_DEFECTS[cat]:
+        for d in defects[cat]:
             for i in range(n_per_defect):
                 mask_path = out / cat / "ground_truth" / d / f"{i:03d}_mask.png"
                 jobs.append((out / cat / "test" / d / f"{i:03d}.png", "test", d, i, mask_path))
@@ -1082,7 +1219,7 @@ def _write_manifest(root: Path, params: dict[str, Any], n_files: int) -> None:
         "version": GENERATOR_VERSION,
         "params": params,
         "files": n_files,
-        "defects": {c: list(SYNTHETIC_DEFECTS[c]) for c in params["categories"]},
+        "defects": {c: list(SYNTHETIC_SETS[params["preset"]][c]) for c in params["categories"]},
         "checksums": _tree_checksums(root),
     }
     tmp = root / f"{MANIFEST_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
@@ -1105,7 +1242,7 @@ def _check_replaceable(root: Path, categories: Sequence[str]) -> None:
         raise FileExistsError(f"{root} exists and is not a directory")
     if _read_manifest(root) is not None:
         return
-    allowed = set(SYNTHETIC_CATEGORIES) | set(categories) | {MANIFEST_NAME}
+    allowed = set(_SPECS) | set(categories) | {MANIFEST_NAME}
     foreign = sorted(e.name for e in root.iterdir() if e.name not in allowed)
     if foreign:
         raise FileExistsError(
@@ -1150,17 +1287,23 @@ def generate_synthetic_dataset(
     n_test_per_defect: int = 6,
     categories: Sequence[str] | None = None,
     overwrite: bool = False,
+    preset: str = "default",
 ) -> Path:
     """Write (or reuse) the synthetic MVTec-layout data set under ``root`` and return ``root``.
+
+    ``preset`` names the set in :data:`SYNTHETIC_SETS` (its categories and defect types).
 
     The manifest is written last and the tree is built in a hidden sibling directory and renamed into
     place, so an interrupted run never leaves a tree that looks complete; a matching manifest makes this
     a no-op unless ``overwrite``.
     """
-    cats = list(dict.fromkeys(SYNTHETIC_CATEGORIES if categories is None else categories))
-    unknown = [c for c in cats if c not in _SPECS]
+    if preset not in SYNTHETIC_SETS:
+        raise ValueError(f"data.source.preset must be one of {tuple(SYNTHETIC_SETS)}, got {preset!r}")
+    known = SYNTHETIC_SETS[preset]
+    cats = list(dict.fromkeys(tuple(known) if categories is None else categories))
+    unknown = [c for c in cats if c not in known]
     if unknown:
-        raise ValueError(f"unknown synthetic categories {unknown}; known: {SYNTHETIC_CATEGORIES}")
+        raise ValueError(f"unknown categories {unknown} for the generated {preset!r} set; known: {tuple(known)}")
     if not cats:
         raise ValueError("categories must not be empty")
     if image_size < 16:
@@ -1176,6 +1319,7 @@ def generate_synthetic_dataset(
         "n_test_good": int(n_test_good),
         "n_test_per_defect": int(n_test_per_defect),
         "categories": cats,
+        "preset": preset,
     }
     if not overwrite and _manifest_matches(root, params):
         damaged = _damaged_files(root)
@@ -1201,6 +1345,7 @@ def generate_synthetic_dataset(
             n_test_good=params["n_test_good"],
             n_per_defect=params["n_test_per_defect"],
             categories=cats,
+            defects=known,
         )
         _write_manifest(tmp, params, n_files)
         _swap_into_place(tmp, root, params, overwrite)

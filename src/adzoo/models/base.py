@@ -6,6 +6,7 @@ A method subclasses :class:`AnomalyModule`, builds its pure-torch model in ``__i
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -109,10 +110,25 @@ class AnomalyModule(pl.LightningModule):
         optimizer = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        factory = self.scheduler_factory
+        if _accepts(factory, "total_steps") and getattr(factory, "keywords", {}).get("total_steps") is None:
+            # Step-counted schedules (adzoo.utils.schedules) learn the run's length from the trainer.
+            scheduler = factory(optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        else:
+            scheduler = factory(optimizer=optimizer)
+        interval = getattr(scheduler, "interval", "epoch")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def parameter_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"total": total, "trainable": trainable, "frozen": total - trainable}
+
+
+def _accepts(factory: Any, name: str) -> bool:
+    """Whether a scheduler factory (a class or a functools.partial of one) takes the keyword ``name``."""
+    target = getattr(factory, "func", factory)
+    try:
+        return name in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False

@@ -55,3 +55,29 @@ def test_map_and_score_are_the_l2_distance_and_its_pooled_max() -> None:
     torch.testing.assert_close(out.pred_score, image_score(out.anomaly_map, "max", 16))
     with pytest.raises(ValueError, match="score_mode"):
         FeatureReconstructionModel(_backbone(), image_size=64, score_mode="median", **SMALL)
+
+
+def test_area_alignment_averages_fine_taps_and_still_upsamples_coarse_ones() -> None:
+    from adzoo.models.components.reconstruction import align_features
+
+    fine = torch.arange(64.0).view(1, 1, 8, 8)  # a stride-2 tap seen on a 2x2 grid: each cell is a 4x4 block
+    coarse = torch.tensor([[[[0.0]], [[1.0]]]])  # 1x1, two channels: upsampled, never pooled
+    area = align_features([fine, coarse], (2, 2), mode="area")
+    expected = fine.view(1, 1, 2, 4, 2, 4).mean(dim=(3, 5))
+    torch.testing.assert_close(area[:, :1], expected)
+    torch.testing.assert_close(area[:, 1:], torch.tensor([0.0, 1.0]).view(1, 2, 1, 1).expand(1, 2, 2, 2))
+    bilinear = align_features([fine, coarse], (2, 2))
+    # the reference neck samples the corners of the tap instead: 0, 7, 56, 63
+    assert bilinear[0, 0].flatten().tolist() == [0.0, 7.0, 56.0, 63.0]
+    with pytest.raises(ValueError, match="model.align_mode"):
+        align_features([fine], (2, 2), mode="nearest")
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "area"])
+def test_align_mode_reaches_the_model(mode: str) -> None:
+    model = UniADModel(_backbone(), image_size=64, neighbour_mask_size=3, align_mode=mode, **SMALL).eval()
+    images = torch.rand(2, 3, 64, 64)
+    aligned = model.align(model.backbone(images), (64, 64))
+    from adzoo.models.components.reconstruction import align_features
+
+    torch.testing.assert_close(aligned, align_features(model.backbone(images), model.grid, mode))

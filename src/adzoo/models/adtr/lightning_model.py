@@ -71,6 +71,7 @@ class ADTR(AnomalyModule):
         decoder_final_norm: bool = True,
         score_mode: str = "max",
         pool_kernel: int = 16,
+        align_mode: str = "bilinear",
         anomaly_supervision: str = "none",
         alpha: float = 0.003,
         top_k: int = 20,
@@ -124,6 +125,7 @@ class ADTR(AnomalyModule):
             decoder_final_norm=decoder_final_norm,
             score_mode=score_mode,
             pool_kernel=pool_kernel,
+            align_mode=align_mode,
         )
 
     # -- fine-tuning ----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class ADTRModel(FeatureReconstructionModel):
         decoder_final_norm: bool = True,
         score_mode: str = "max",
         pool_kernel: int = 16,
+        align_mode: str = "bilinear",
     ) -> None:
         super().__init__(
             backbone,
@@ -42,6 +43,7 @@ class ADTRModel(FeatureReconstructionModel):
             feature_stride=feature_stride,
             score_mode=score_mode,
             pool_kernel=pool_kernel,
+            align_mode=align_mode,
             hidden_dim=hidden_dim,
             num_heads=num_heads,
             num_encoder_layers=num_encoder_layers,

@@ -30,13 +30,27 @@ def pair(value: int | Sequence[int]) -> tuple[int, int]:
     return height, width
 
 
-def align_features(features: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
-    """Resize every tap to ``size`` (bilinear, align_corners=True, as the reference neck) and concatenate."""
-    aligned = [
-        f if tuple(f.shape[-2:]) == size else F.interpolate(f, size=size, mode="bilinear", align_corners=True)
-        for f in features
-    ]
-    return torch.cat(aligned, dim=1)
+ALIGN_MODES = ("bilinear", "area")
+
+
+def _resize(feature: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    if tuple(feature.shape[-2:]) == size:
+        return feature
+    if mode == "area" and feature.shape[-2] >= size[0] and feature.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(feature, size)
+    return F.interpolate(feature, size=size, mode="bilinear", align_corners=True)
+
+
+def align_features(features: Sequence[Tensor], size: tuple[int, int], mode: str = "bilinear") -> Tensor:
+    """Resize every tap to ``size`` and concatenate.
+
+    ``bilinear`` (align_corners=True) is the reference neck. It samples a stride-2 tap at one point in 8 on
+    the stride-16 grid, so the fine taps alias. ``area`` averages each cell instead (coarser taps are still
+    upsampled bilinearly): a deviation, ``model.align_mode``.
+    """
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"model.align_mode must be one of {ALIGN_MODES}, got {mode!r}")
+    return torch.cat([_resize(f, size, mode) for f in features], dim=1)
 
 
 def distance_map(features: Tensor, rebuilt: Tensor) -> Tensor:
@@ -148,11 +162,15 @@ class FeatureReconstructionModel(nn.Module):
         feature_stride: int = 16,
         score_mode: str = "max",
         pool_kernel: int = 16,
+        align_mode: str = "bilinear",
         **transformer: object,
     ) -> None:
         super().__init__()
         if score_mode not in SCORE_MODES:
             raise ValueError(f"model.score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
+        if align_mode not in ALIGN_MODES:
+            raise ValueError(f"model.align_mode must be one of {ALIGN_MODES}, got {align_mode!r}")
+        self.align_mode = align_mode
         self.backbone = backbone
         self.image_size = pair(image_size)
         if any(s % feature_stride for s in self.image_size):
@@ -175,7 +193,7 @@ class FeatureReconstructionModel(nn.Module):
                 f"images of {tuple(image_size)} but the model was built for {self.image_size} "
                 f"(model.image_size must equal data.image_size)"
             )
-        return align_features(features, self.grid)
+        return align_features(features, self.grid, self.align_mode)
 
     def perturb(self, tokens: Tensor) -> Tensor:
         """Hook on the (B, N, C) tokens before reconstruction; the identity here."""

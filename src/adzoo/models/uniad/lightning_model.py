@@ -38,6 +38,7 @@ class UniAD(AnomalyModule):
         jitter_prob: float = 1.0,
         score_mode: str = "max",
         pool_kernel: int = 16,
+        align_mode: str = "bilinear",
         **kwargs: Any,
     ) -> None:
         super().__init__(name="uniad", **kwargs)
@@ -68,6 +69,7 @@ class UniAD(AnomalyModule):
             jitter_prob=jitter_prob,
             score_mode=score_mode,
             pool_kernel=pool_kernel,
+            align_mode=align_mode,
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -65,6 +65,7 @@ class UniADModel(FeatureReconstructionModel):
         jitter_prob: float = 1.0,
         score_mode: str = "max",
         pool_kernel: int = 16,
+        align_mode: str = "bilinear",
     ) -> None:
         if not 0.0 <= jitter_prob <= 1.0:
             raise ValueError(f"model.jitter_prob must be in [0, 1], got {jitter_prob}")
@@ -74,6 +75,7 @@ class UniADModel(FeatureReconstructionModel):
             feature_stride=feature_stride,
             score_mode=score_mode,
             pool_kernel=pool_kernel,
+            align_mode=align_mode,
             hidden_dim=hidden_dim,
             num_heads=num_heads,
             num_encoder_layers=num_encoder_layers,
