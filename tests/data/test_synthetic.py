@@ -215,7 +215,7 @@ def test_refuses_to_replace_foreign_directory(tmp_path: Path) -> None:
 
 
 def test_rejects_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown synthetic categories"):
+    with pytest.raises(ValueError, match="unknown categories"):
         generate_synthetic_dataset(tmp_path / "s", categories=["bagel"], **TINY)
     with pytest.raises(ValueError, match="image_size"):
         generate_synthetic_dataset(tmp_path / "s", **{**TINY, "image_size": 8})

@@ -37,7 +37,8 @@ def test_adtr_plus_pixel_trains_tests_and_reloads_through_the_app(compose_cfg, t
     cfg = compose_cfg(*TINY_ADTR, "method.anomaly_supervision=pixel", "method.supervised_start=0.5")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["model"]["anomaly_supervision"] == "pixel" and resolved["model"]["alpha"] == 0.003
-    assert resolved["backbone"]["out_indices"] == [0, 1, 2, 3, 4] and resolved["model"]["scheduler"]["step_size"] == 1
+    assert resolved["backbone"]["out_indices"] == [0, 1, 2, 3, 4]
+    assert resolved["model"]["scheduler"]["warmup_steps"] == 100
     trained = run(cfg)
     results = tmp_path / "run" / "results.json"
     assert is_complete(results)

@@ -69,7 +69,7 @@ def test_area_alignment_averages_fine_taps_and_still_upsamples_coarse_ones() -> 
     bilinear = align_features([fine, coarse], (2, 2))
     # the reference neck samples the corners of the tap instead: 0, 7, 56, 63
     assert bilinear[0, 0].flatten().tolist() == [0.0, 7.0, 56.0, 63.0]
-    with pytest.raises(ValueError, match="model.align_mode"):
+    with pytest.raises(ValueError, match=r"model\.align_mode"):
         align_features([fine], (2, 2), mode="nearest")
 
 

@@ -36,7 +36,9 @@ TINY_UNIAD = [
 
 def test_uniad_trains_tests_and_reloads_through_the_app(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg(*TINY_UNIAD)
-    assert cfg.model.scheduler.step_size == 1 and cfg.trainer.gradient_clip_val == 0.1
+    scheduler = OmegaConf.to_container(cfg.model.scheduler, resolve=True)
+    assert scheduler["_target_"].endswith("WarmupStepDecay") and scheduler["warmup_steps"] == 100
+    assert cfg.model.optimizer.lr == 1e-3 and cfg.trainer.gradient_clip_val == 0.1
     trained = run(cfg)
     results = tmp_path / "run" / "results.json"
     assert is_complete(results)
