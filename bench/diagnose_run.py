@@ -69,7 +69,8 @@ def main() -> None:
     with torch.no_grad():
         for batch in datamodule.test_dataloader():
             maps.append(module.eval_step(batch)["anomaly_map"][:, 0])
-            images.append(batch["image"] if args.picture else batch["image"][:0])
+            if args.picture:  # kept only when a picture is asked for: the images are the bulk of the memory
+                images.append(batch["image"])
             labels += batch["label"].tolist()
             cats += list(batch["category"])
     amap, y, cat = torch.cat(maps), np.array(labels), np.array(cats)
