@@ -23,14 +23,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
+from adzoo.utils.checkpoint import load_checkpoint
 
 METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")  # keys of results.json, reported in %
 
 
+def epoch_index(ckpt: Path) -> int:
+    """The zero-based epoch in an ``epochNNN.ckpt`` name."""
+    return int(re.sub(r"\D", "", ckpt.stem))
+
+
 def checkpoints(run: Path) -> list[Path]:
     """The run's ``epochNNN.ckpt`` files, oldest first (``last.ckpt`` is a link to one of them)."""
-    found = sorted((run / "checkpoints").glob("epoch*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem)))
+    found = sorted((run / "checkpoints").glob("epoch*.ckpt"), key=epoch_index)
     if not found:
         raise SystemExit(
             f"{run}/checkpoints holds no epochNNN.ckpt; train with callbacks.checkpoint.save_top_k=-1 "
@@ -41,7 +46,7 @@ def checkpoints(run: Path) -> list[Path]:
 
 def global_step(ckpt: Path) -> int:
     """Optimiser steps taken when the checkpoint was written (Lightning stores it)."""
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    return int(load_checkpoint(ckpt)["global_step"])
 
 
 def evaluate(ckpt: Path, out_dir: Path, threads: int) -> dict[str, float]:
@@ -67,9 +72,8 @@ def main() -> None:
     rows = []
     print(f"{'epoch':>5} {'step':>6} " + " ".join(f"{m:>12}" for m in METRICS), flush=True)
     for ckpt in checkpoints(run):
-        epoch = int(re.sub(r"\D", "", ckpt.stem))
         scores = evaluate(ckpt, evals / f"curve-{run.name}-{ckpt.stem}", args.threads)
-        row = {"epoch": epoch + 1, "step": global_step(ckpt), **scores}
+        row = {"epoch": epoch_index(ckpt) + 1, "step": global_step(ckpt), **scores}
         rows.append(row)
         print(f"{row['epoch']:>5} {row['step']:>6} " + " ".join(f"{row.get(m, float('nan')):>12.2f}" for m in METRICS))
     if args.csv:
