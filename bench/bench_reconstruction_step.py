@@ -3,8 +3,10 @@
 Issue 13 asks for 224²/14×14, 256²/16×16 and stride-8 grids on the CPU profile. With cached frozen features
 a step is the transformer alone, so its cost decides which grids fit the 10-minute CPU budget. This times
 forward + backward + AdamW on random tokens of Lite0's 192 tap channels and prints the steps that fit.
+``--precision bf16`` runs the forward under CPU/GPU autocast in bfloat16 (Lightning's ``bf16-mixed``): on CPUs
+with AMX or AVX512-BF16 the matmuls run in oneDNN's bf16 kernels, the loss and AdamW stay in float32.
 
-    .venv/bin/python bench/bench_reconstruction_step.py [--threads 2] [--budget-s 600]
+    .venv/bin/python bench/bench_reconstruction_step.py [--threads 2] [--budget-s 600] [--precision 32|bf16]
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ CASES = [
 ]
 
 
-def step_seconds(grid: int, mask: int, hidden: int, ffn: int, heads: int, batch: int, repeats: int) -> float:
+def step_seconds(
+    grid: int, mask: int, hidden: int, ffn: int, heads: int, batch: int, repeats: int, precision: str = "32"
+) -> float:
     torch.manual_seed(0)
     net = ReconstructionTransformer(
         192, (grid, grid), hidden_dim=hidden, ffn_dim=ffn, num_heads=heads, neighbour_mask_size=mask
@@ -37,7 +41,9 @@ def step_seconds(grid: int, mask: int, hidden: int, ffn: int, heads: int, batch:
     for i in range(repeats + 2):  # two warm-up steps
         if i == 2:
             start = time.perf_counter()
-        loss = (net(tokens) - tokens).pow(2).mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            rebuilt = net(tokens)
+        loss = (rebuilt.float() - tokens).pow(2).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -48,12 +54,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="bf16: autocast, as bf16-mixed")
     parser.add_argument("--budget-s", type=float, default=600.0, help="training budget to convert into steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{'grid':>6} {'mask':>4} {'hidden':>6} {'ffn':>5} {'batch':>5} {'ms/step':>8} {'steps in budget':>15}")
     for grid, mask, hidden, ffn, heads, batch in CASES:
-        seconds = step_seconds(grid, mask, hidden, ffn, heads, batch, args.repeats)
+        seconds = step_seconds(grid, mask, hidden, ffn, heads, batch, args.repeats, args.precision)
         steps = int(args.budget_s / seconds)
         print(f"{grid:>3}x{grid:<2} {mask:>4} {hidden:>6} {ffn:>5} {batch:>5} {1000 * seconds:>8.0f} {steps:>15}")
 

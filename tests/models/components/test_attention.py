@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adzoo.models.components import DecoderLayer, Encoder, EncoderLayer, PositionEmbedding2d, neighbour_mask
+from adzoo.models.components import DecoderLayer, Encoder, EncoderLayer, PositionEmbedding2d, attention, neighbour_mask
+from adzoo.models.components.attention import multihead_attention
 
 
 def _forbidden(mask: torch.Tensor, grid: int, r: int, c: int) -> set[tuple[int, int]]:
@@ -60,12 +61,17 @@ def test_position_embedding_is_row_plus_column() -> None:
         PositionEmbedding2d(3, 7)
 
 
-def test_position_goes_to_queries_and_keys_never_values() -> None:
+def test_position_goes_to_queries_and_keys_never_values(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     layer = EncoderLayer(8, 2, 16, dropout=0.0).eval()
-    attn = layer.self_attn.attn
     seen: dict[str, torch.Tensor] = {}
-    attn.register_forward_pre_hook(lambda _m, args, _kw: seen.update(q=args[0], k=args[1], v=args[2]), with_kwargs=True)
+    real = attention.multihead_attention
+
+    def spy(attn, q, k, v, mask, training):
+        seen.update(q=q, k=k, v=v)
+        return real(attn, q, k, v, mask, training)
+
+    monkeypatch.setattr(attention, "multihead_attention", spy)
     x, pos = torch.randn(1, 4, 8), torch.randn(4, 8)
     layer(x, pos)
     assert torch.equal(seen["q"], x + pos) and torch.equal(seen["k"], x + pos) and torch.equal(seen["v"], x)
@@ -106,3 +112,37 @@ def test_decoder_layer_standard_form_self_attends_on_the_target() -> None:
     tgt, memory = torch.randn(2, 6, 8), torch.randn(2, 6, 8)
     torch.testing.assert_close(layer(tgt, memory), layer(tgt, memory, memory1=tgt))
     assert not torch.allclose(layer(tgt, memory), layer(tgt, memory, memory1=memory))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_without_dropout_is_torch_multihead_attention(masked: bool) -> None:
+    """Eval, and training at p = 0, give what nn.MultiheadAttention gives with the same parameters."""
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 4, dropout=0.1, batch_first=True).eval()
+    q, k, v = torch.randn(3, 9, 16), torch.randn(3, 12, 16), torch.randn(3, 12, 16)
+    mask = torch.rand(9, 12) < 0.4 if masked else None
+    if mask is not None:
+        mask[:, 0] = False  # no fully forbidden row
+    expected = mha(q, k, v, attn_mask=mask, need_weights=False)[0]
+    torch.testing.assert_close(multihead_attention(mha, q, k, v, mask, training=False), expected, atol=1e-6, rtol=0)
+    mha.dropout = 0.0
+    torch.testing.assert_close(multihead_attention(mha, q, k, v, mask, training=True), expected, atol=1e-6, rtol=0)
+
+
+def test_attention_dropout_on_the_cpu_is_unbiased_and_respects_the_mask() -> None:
+    """The CPU training path (cheap dropout on the weights) averages to the eval output; forbidden keys stay unread."""
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(8, 2, dropout=0.3, batch_first=True)
+    q, k, v = torch.randn(1, 4, 8), torch.randn(1, 5, 8), torch.randn(1, 5, 8)
+    mask = torch.zeros(4, 5, dtype=torch.bool)
+    mask[:, 2] = True
+    expected = multihead_attention(mha, q, k, v, mask, training=False)
+    draws = 20000
+    out = multihead_attention(
+        mha, q.expand(draws, -1, -1), k.expand(draws, -1, -1), v.expand(draws, -1, -1), mask, True
+    )
+    assert out.std(0).min() > 0.01  # it does drop
+    torch.testing.assert_close(out.mean(0, keepdim=True), expected, atol=0.03, rtol=0)
+    v_probe = v.clone().requires_grad_()
+    multihead_attention(mha, q, k, v_probe, mask, True).sum().backward()
+    assert v_probe.grad[0, 2].abs().max() == 0  # the forbidden key's value is never read

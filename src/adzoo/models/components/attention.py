@@ -12,7 +12,10 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from adzoo.models.components.dropout import Dropout, dropout
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -91,20 +94,55 @@ class FeedForward(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         self.net = nn.Sequential(
-            nn.Linear(dim, hidden), ACTIVATIONS[activation](), nn.Dropout(dropout), nn.Linear(hidden, dim)
+            nn.Linear(dim, hidden), ACTIVATIONS[activation](), Dropout(dropout), nn.Linear(hidden, dim)
         )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
 
+def multihead_attention(
+    attn: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, training: bool
+) -> Tensor:
+    """``attn(query, key, value, attn_mask)[0]`` for a batch-first module, with its parameters and dropout.
+
+    Without attention dropout (eval, or p = 0) and off the CPU this is the same scaled-dot-product kernel
+    that ``nn.MultiheadAttention`` calls. On the CPU in training the attention weights go through the cheap
+    dropout of :mod:`adzoo.models.components.dropout`; ``F.scaled_dot_product_attention`` would draw its
+    mask with ``bernoulli_``, the single largest cost of a CPU step. ``attn_mask`` is bool, True = forbidden.
+    """
+    batch, n_query, dim = query.shape
+    heads = attn.num_heads
+    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+
+    def split(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # (B, N, D) → (B, heads, N, D / heads)
+        return F.linear(x, weight, bias).view(batch, x.shape[1], heads, dim // heads).transpose(1, 2)
+
+    q, k, v = split(query, w_q, b_q), split(key, w_k, b_k), split(value, w_v, b_v)
+    p = attn.dropout if training else 0.0
+    if p == 0.0 or q.device.type != "cpu":
+        allowed = None if attn_mask is None else ~attn_mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+    else:  # one baddbmm: scale, -inf on forbidden keys and QKᵀ without extra passes over the B·h·N² scores
+        q, k, v = (x.reshape(batch * heads, x.shape[2], dim // heads) for x in (q, k, v))
+        bias = q.new_zeros(()) if attn_mask is None else q.new_zeros(attn_mask.shape).masked_fill_(attn_mask, -math.inf)
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=(dim // heads) ** -0.5)
+        out = torch.bmm(dropout(scores.softmax(dim=-1), p, training=True), v).view(batch, heads, n_query, -1)
+    return attn.out_proj(out.transpose(1, 2).reshape(batch, n_query, dim))
+
+
 class AttentionBlock(nn.Module):
-    """Post-norm attention sublayer: ``LN(query + Dropout(MHA(query + pos, memory + pos, memory)))``."""
+    """Post-norm attention sublayer: ``LN(query + Dropout(MHA(query + pos, memory + pos, memory)))``.
+
+    ``attn`` is an ``nn.MultiheadAttention`` (its parameters, initialisation and state-dict keys); the
+    forward goes through :func:`multihead_attention` for the cheap CPU dropout.
+    """
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(
@@ -112,7 +150,7 @@ class AttentionBlock(nn.Module):
     ) -> Tensor:
         q = query if pos is None else query + pos
         k = memory if pos is None else memory + pos
-        out = self.attn(q, k, memory, attn_mask=attn_mask, need_weights=False)[0]
+        out = multihead_attention(self.attn, q, k, memory, attn_mask, self.training)
         return self.norm(query + self.dropout(out))
 
 
@@ -123,7 +161,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = AttentionBlock(dim, heads, dropout)
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, pos: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
@@ -164,7 +202,7 @@ class DecoderLayer(nn.Module):
         self.attn1 = AttentionBlock(dim, heads, dropout)
         self.attn2 = AttentionBlock(dim, heads, dropout)
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(
