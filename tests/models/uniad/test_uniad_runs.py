@@ -38,7 +38,7 @@ def test_uniad_trains_tests_and_reloads_through_the_app(compose_cfg, tmp_path: P
     cfg = compose_cfg(*TINY_UNIAD)
     scheduler = OmegaConf.to_container(cfg.model.scheduler, resolve=True)
     assert scheduler["_target_"].endswith("WarmupStepDecay") and scheduler["warmup_steps"] == 100
-    assert cfg.model.optimizer.lr == 1e-3 and cfg.trainer.gradient_clip_val == 0.1
+    assert cfg.model.optimizer.lr == 5e-4 and cfg.trainer.max_epochs == 2 and cfg.trainer.gradient_clip_val == 0.1
     trained = run(cfg)
     results = tmp_path / "run" / "results.json"
     assert is_complete(results)
@@ -95,3 +95,11 @@ def test_paper_profile_composes_and_runs_a_few_steps(compose_cfg) -> None:
     assert payload["profile"] == "paper" and payload["backbone"]["name"].startswith("tf_efficientnet_b4")
     assert payload["parameters"]["trainable"] > 0
     assert 0.0 <= payload["metrics"]["mean"]["pixel_auroc"] <= 1.0
+
+
+def test_cpu_profile_and_demo_budget_compose_with_their_learning_rates(compose_cfg) -> None:
+    """The CPU profile is 20 epochs at 5e-4 (issue 13); the short demo budget keeps 1e-3 and 10 epochs."""
+    profile = compose_cfg("method=uniad")
+    assert profile.model.optimizer.lr == 5e-4 and profile.trainer.max_epochs == 20
+    demo = compose_cfg("experiment=demo_uniad")
+    assert demo.model.optimizer.lr == 1e-3 and demo.trainer.max_epochs == 10 and demo.method_name == "uniad"
