@@ -3,8 +3,8 @@
 Issue 13 asks for the metric against optimiser steps, out to the plateau. Train once keeping every k-th
 epoch's weights, then score each of them through ``adzoo-eval`` (the real evaluation path):
 
-    .venv/bin/adzoo-train method=uniad data=mvtec_like data.source.seed=1 data.image_size=128 \
-        trainer.max_epochs=24 callbacks.checkpoint.save_top_k=-1 callbacks.checkpoint.every_n_epochs=6
+    .venv/bin/adzoo-train method=uniad data=mvtec_like data.source.seed=1 \
+        trainer.max_epochs=40 callbacks.checkpoint.save_top_k=-1 callbacks.checkpoint.every_n_epochs=8
     .venv/bin/python bench/learning_curve.py logs/runs/latest [--threads 2] [--csv curve.csv]
 
 A run's schedule is set by its own length (warm-up, then lr ×γ after 80 % of the steps), so the points

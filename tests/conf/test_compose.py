@@ -93,3 +93,22 @@ def test_epoch_fraction_resolver() -> None:
     assert epoch_fraction(1000, 0.8) == 800
     assert epoch_fraction(3, 0.8) == 2
     assert epoch_fraction(1, 0.8) == 1
+
+
+def test_cpu_stride_resolver_keeps_an_8x8_grid_at_128_and_256() -> None:
+    from adzoo._config import cpu_feature_stride
+
+    assert [cpu_feature_stride(s) for s in (32, 128, 224, 255, 256, 384, 512)] == [16, 16, 16, 16, 32, 48, 64]
+
+
+@pytest.mark.parametrize("method", ["uniad", "adtr"])
+def test_reconstruction_cpu_profiles_use_an_8x8_area_grid_and_paper_profiles_stride_16(compose_cfg, method) -> None:
+    """Issue 13: the CPU profile reads 256² MVTec-like images on an 8x8 grid; the paper profiles keep their neck."""
+    for data, stride in (("synthetic", 16), ("mvtec_like", 32)):
+        cfg = OmegaConf.to_container(compose_cfg(f"method={method}", f"data={data}"), resolve=True)
+        assert cfg["model"]["feature_stride"] == stride and cfg["model"]["align_mode"] == "area"
+        assert cfg["data"]["image_size"] // stride == 8
+    papers = {"uniad": ["uniad_paper_mvtec", "uniad_paper_cifar10"], "adtr": ["adtr_paper_mvtec"]}[method]
+    for experiment in papers:
+        cfg = OmegaConf.to_container(compose_cfg(f"experiment={experiment}", *ROOTS), resolve=True)
+        assert cfg["model"]["feature_stride"] == 16 and cfg["model"]["align_mode"] == "bilinear"
