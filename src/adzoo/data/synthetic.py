@@ -85,7 +85,8 @@ import shutil
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,7 @@ Array = np.ndarray
 Pair = tuple[Array, Array]  # (image-like array, coverage/alpha map)
 Gen = np.random.Generator
 Params = dict[str, Any]
+Range = tuple[float, float]  # a parameter drawn uniformly from [low, high]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -617,16 +619,18 @@ def _paint_washer(p: Params, size: int) -> Pair:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _washer_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _washer_scratch(
+    spec: _Spec, scene: _Scene, rng: Gen, size: int, *, length: Range, width: Range, amount: Range
+) -> Pair:
     target = np.minimum(scene.params["metal"] * 1.4, 1.0)
-    return _scratch(scene, rng, size, length=(0.08, 0.22), width=(0.7, 1.2), target=target, amount=(0.35, 0.7))
+    return _scratch(scene, rng, size, length=length, width=width, target=target, amount=amount)
 
 
-def _washer_notch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _washer_notch(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radius: Range) -> Pair:
     p = scene.params
     phi = rng.uniform(0.0, 2.0 * np.pi)
     ny, nx = p["centre"][0] + p["ro"] * np.sin(phi), p["centre"][1] + p["ro"] * np.cos(phi)
-    return _geometry(spec, scene, size, notch=(ny, nx, rng.uniform(0.06, 0.12)))
+    return _geometry(spec, scene, size, notch=(ny, nx, rng.uniform(*radius)))
 
 
 def _washer_rust(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
@@ -703,15 +707,15 @@ def _paint_pill(p: Params, size: int) -> Pair:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _pill_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _pill_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, extent: Range, width: Range, darken: Range) -> Pair:
     p = scene.params
-    length = 2.0 * p["rad"] / 2.0 * rng.uniform(0.3, 0.7)  # fraction of the pill width, in size units
+    length = 2.0 * p["rad"] / 2.0 * rng.uniform(*extent)  # fraction of the pill width, in size units
     ang = p["angle"] + np.pi / 2.0 + (np.pi if rng.random() < 0.5 else 0.0)
-    return _crack(scene, rng, size, angle=ang, length=(length, length), width=(0.7, 1.3), darken=(0.4, 0.55))
+    return _crack(scene, rng, size, angle=ang, length=(length, length), width=width, darken=darken)
 
 
-def _pill_contamination(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(1.2, 3.0) * size / 128.0, 0.9)
+def _pill_contamination(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radius: Range) -> Pair:
+    rad = max(rng.uniform(*radius) * size / 128.0, 0.9)  # radius in px at 128²
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.4, soft=0.6) * scene.support
     col = np.array([0.25, 0.18, 0.12]) if rng.random() < 0.6 else np.array([0.20, 0.24, 0.38])
@@ -722,7 +726,7 @@ def _pill_discoloration(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair
     return _stain(scene, rng, size, strength=(0.05, 0.1), radius=(0.06, 0.12), tint=(0.0, 0.3, 1.0))
 
 
-def _pill_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _pill_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radius: Range) -> Pair:
     p = scene.params
     half, rad = p["half"], p["rad"]
     if rng.random() < 0.6:  # a long side
@@ -734,7 +738,7 @@ def _pill_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     c, s = np.cos(p["angle"]), np.sin(p["angle"])
     nx = p["centre"][1] + s0 * c - t0 * s
     ny = p["centre"][0] + s0 * s + t0 * c
-    return _geometry(spec, scene, size, chip=(ny, nx, rng.uniform(0.05, 0.1)))
+    return _geometry(spec, scene, size, chip=(ny, nx, rng.uniform(*radius)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -813,13 +817,13 @@ def _paint_screw(p: Params, size: int) -> Pair:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _screw_bent(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    beta = rng.uniform(0.1, 0.22) * rng.choice([-1.0, 1.0])
-    return _geometry(spec, scene, size, bend=(rng.uniform(0.0, 0.25), beta))
+def _screw_bent(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, angle: Range, where: Range) -> Pair:
+    beta = rng.uniform(*angle) * rng.choice([-1.0, 1.0])  # radians
+    return _geometry(spec, scene, size, bend=(rng.uniform(*where), beta))
 
 
-def _screw_broken_tip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _geometry(spec, scene, size, broken=rng.uniform(0.15, 0.3))
+def _screw_broken_tip(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, at: Range) -> Pair:
+    return _geometry(spec, scene, size, broken=rng.uniform(*at))
 
 
 def _screw_thread_damage(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
@@ -827,9 +831,11 @@ def _screw_thread_damage(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pai
     return _geometry(spec, scene, size, flat=(rng.uniform(-0.35, 0.2), rng.uniform(0.7, 1.3) * p["pitch"]))
 
 
-def _screw_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _screw_scratch(
+    spec: _Spec, scene: _Scene, rng: Gen, size: int, *, length: Range, width: Range, amount: Range
+) -> Pair:
     target = np.minimum(scene.params["metal"] * 1.6, 1.0)
-    return _scratch(scene, rng, size, length=(0.05, 0.14), width=(0.6, 1.0), target=target, amount=(0.4, 0.7))
+    return _scratch(scene, rng, size, length=length, width=width, target=target, amount=amount)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -973,8 +979,8 @@ _SPECS: dict[str, _Spec] = {
         _draw_washer,
         _paint_washer,
         {
-            "scratch": _washer_scratch,
-            "notch": _washer_notch,
+            "scratch": partial(_washer_scratch, length=(0.08, 0.22), width=(0.7, 1.2), amount=(0.35, 0.7)),
+            "notch": partial(_washer_notch, radius=(0.06, 0.12)),
             "rust": _washer_rust,
             "off_center": _washer_off_center,
         },
@@ -984,10 +990,10 @@ _SPECS: dict[str, _Spec] = {
         _draw_pill,
         _paint_pill,
         {
-            "crack": _pill_crack,
-            "contamination": _pill_contamination,
+            "crack": partial(_pill_crack, extent=(0.3, 0.7), width=(0.7, 1.3), darken=(0.4, 0.55)),
+            "contamination": partial(_pill_contamination, radius=(1.2, 3.0)),
             "discoloration": _pill_discoloration,
-            "chip": _pill_chip,
+            "chip": partial(_pill_chip, radius=(0.05, 0.1)),
         },
     ),
     "screw": _Spec(
@@ -995,10 +1001,10 @@ _SPECS: dict[str, _Spec] = {
         _draw_screw,
         _paint_screw,
         {
-            "bent": _screw_bent,
-            "broken_tip": _screw_broken_tip,
+            "bent": partial(_screw_bent, angle=(0.1, 0.22), where=(0.0, 0.25)),
+            "broken_tip": partial(_screw_broken_tip, at=(0.15, 0.3)),
             "thread_damage": _screw_thread_damage,
-            "scratch": _screw_scratch,
+            "scratch": partial(_screw_scratch, length=(0.05, 0.14), width=(0.6, 1.0), amount=(0.4, 0.7)),
         },
     ),
 }
@@ -1016,6 +1022,37 @@ _SPECS.update(
         for name, tones in _PHOTO_TONES.items()
     }
 )
+
+# The mvtec_like set shares the default set's objects but keeps their defects as generator version 1 drew them:
+# its published numbers were measured on exactly these images, and calibrating the default set (version 2) must
+# not move them. Same functions, so the same draws from the same generator: byte-identical output.
+_MVTEC_LIKE_OBJECT_DEFECTS: dict[str, dict[str, DefectFn]] = {
+    "pill": {
+        "crack": partial(_pill_crack, extent=(0.3, 0.7), width=(0.7, 1.3), darken=(0.4, 0.55)),
+        "contamination": partial(_pill_contamination, radius=(1.2, 3.0)),
+        "chip": partial(_pill_chip, radius=(0.05, 0.1)),
+    },
+    "washer": {
+        "scratch": partial(_washer_scratch, length=(0.08, 0.22), width=(0.7, 1.2), amount=(0.35, 0.7)),
+        "notch": partial(_washer_notch, radius=(0.06, 0.12)),
+    },
+    "screw": {
+        "broken_tip": partial(_screw_broken_tip, at=(0.15, 0.3)),
+        "scratch": partial(_screw_scratch, length=(0.05, 0.14), width=(0.6, 1.0), amount=(0.4, 0.7)),
+        "bent": partial(_screw_bent, angle=(0.1, 0.22), where=(0.0, 0.25)),
+    },
+}
+#: Per-preset replacements of :data:`_SPECS` entries (a preset not listed, or a category it does not replace,
+#: uses ``_SPECS``).
+_PRESET_SPECS: dict[str, dict[str, _Spec]] = {
+    "mvtec_like": {name: replace(_SPECS[name], defects=d) for name, d in _MVTEC_LIKE_OBJECT_DEFECTS.items()},
+}
+
+
+def _spec_for(category: str, preset: str) -> _Spec:
+    """The spec a preset draws ``category`` with: its own version of a shared object, else the common one."""
+    return _PRESET_SPECS.get(preset, {}).get(category) or _SPECS[category]
+
 
 #: Generated sets: category → the defect types drawn for it. ``default`` is the embedded default benchmark
 #: (128², small, fast); ``mvtec_like`` is the diagnosis set (issue 13): 256², real photo textures, objects,
@@ -1095,16 +1132,21 @@ def sample_entropy(seed: int, category: str, split: str, defect: str | None, ind
     return (int(seed), _crc(category), _SPLIT_CODES[split], _crc(defect or "good"), int(index))
 
 
-def render_sample(category: str, defect: str | None, *, image_size: int, entropy: Sequence[int]) -> Pair:
+def render_sample(
+    category: str, defect: str | None, *, image_size: int, entropy: Sequence[int], preset: str = "default"
+) -> Pair:
     """Render one image (H, W, 3) uint8 and its mask (H, W) uint8 in {0, 255}.
 
     The scene, the camera effects and the noise come from generators independent of the defect's, so
     ``render_sample(c, None, entropy=e)`` is exactly the image ``render_sample(c, d, entropy=e)`` would
-    have been without its defect: tests use this to check masks bit-exactly.
+    have been without its defect: tests use this to check masks bit-exactly. ``preset`` picks a set's own
+    version of a category two sets share (the mvtec_like set keeps the objects' version-1 defects).
     """
     if category not in _SPECS:
         raise ValueError(f"unknown synthetic category {category!r}; known: {tuple(_SPECS)}")
-    spec = _SPECS[category]
+    if preset not in SYNTHETIC_SETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {tuple(SYNTHETIC_SETS)}")
+    spec = _spec_for(category, preset)
     if defect is not None and defect not in spec.defects:
         raise ValueError(f"unknown defect {defect!r} for {category!r}; known: {tuple(spec.defects)}")
     size = int(image_size)
@@ -1162,6 +1204,7 @@ def _write_tree(
     n_per_defect: int,
     categories: Sequence[str],
     defects: dict[str, tuple[str, ...]],
+    preset: str,
 ) -> int:
     """Write every category under ``out``; returns the number of files written."""
     n_files = 0
@@ -1177,7 +1220,7 @@ def _write_tree(
                 jobs.append((out / cat / "test" / d / f"{i:03d}.png", "test", d, i, mask_path))
         for img_path, split, defect, i, mask_path in jobs:
             key = sample_entropy(seed, cat, split, defect, i)
-            img, mask = render_sample(cat, defect, image_size=size, entropy=key)
+            img, mask = render_sample(cat, defect, image_size=size, entropy=key, preset=preset)
             img_path.parent.mkdir(parents=True, exist_ok=True)
             _save_png(img_path, img)
             n_files += 1
@@ -1359,6 +1402,7 @@ def generate_synthetic_dataset(
             n_per_defect=params["n_test_per_defect"],
             categories=cats,
             defects=known,
+            preset=preset,
         )
         _write_manifest(tmp, params, n_files)
         _swap_into_place(tmp, root, params, overwrite)
