@@ -112,7 +112,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bump whenever rendering changes, so cached trees from an older generator are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = ".adzoo_synthetic.json"
 
 _ALPHA_CUT = 0.25  # alpha below this is dropped: the mask is the set of pixels the defect really touched
@@ -296,11 +296,13 @@ def _stain(
     radius: tuple[float, float],
     tint: Sequence[float],
     irregular: float = 0.3,
+    soft: float = 0.6,
 ) -> Pair:
-    """Low-contrast multiplicative tint with a soft edge: the subtle defect of every category."""
+    """Low-contrast multiplicative tint with a soft edge (``soft`` x radius wide): the subtle defect of every
+    category."""
     rad = max(rng.uniform(*radius) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad * 0.5)
-    alpha = _blob(rng, size, cy, cx, rad, irregular=irregular, soft=rad * 0.6) * scene.support
+    alpha = _blob(rng, size, cy, cx, rad, irregular=irregular, soft=rad * soft) * scene.support
     factor = 1.0 - rng.uniform(*strength) * np.asarray(tint, dtype=np.float64)
     return scene.rgb * factor, alpha
 
@@ -314,11 +316,15 @@ def _scratch(
     width: tuple[float, float],
     target: Array | float,
     amount: tuple[float, float],
+    angle: float | None = None,
 ) -> Pair:
-    """A thin, slightly curved line blended towards ``target`` (bright for fresh material)."""
+    """A thin, slightly curved line blended towards ``target`` (bright for fresh material); ``angle`` (radians,
+    ±0.1 jitter) lays it along a thin part instead of in any direction."""
     ln = rng.uniform(*length) * size
     p0 = _pick_point(rng, scene.support, 2.0)
     ang = rng.uniform(0.0, 2.0 * np.pi)
+    if angle is not None:
+        ang = angle + rng.normal(0.0, 0.1)
     d = np.array([np.sin(ang), np.cos(ang)])
     n = np.array([-d[1], d[0]])
     bend = rng.normal(0.0, 0.08) * ln
@@ -409,7 +415,7 @@ def _paint_fabric(p: Params, size: int) -> Pair:
 
 
 def _fabric_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(0.035, 0.08) * size, 1.5)
+    rad = max(rng.uniform(0.05, 0.09) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.35, soft=0.8)
     backing = np.array([0.06, 0.06, 0.07]) * (1.0 + 0.3 * scene.params["fibre"])[..., None]
@@ -417,18 +423,18 @@ def _fabric_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
 
 
 def _fabric_thread(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    n = max(int(rng.uniform(0.2, 0.45) * size / 1.5), 4)
+    n = max(int(rng.uniform(0.35, 0.55) * size / 1.5), 4)
     start = _pick_point(rng, scene.support, 2.0)
     pts = _walk(rng, start, rng.uniform(0.0, 2.0 * np.pi), n, 1.5, 0.15)
     pts -= pts[n // 2] - start
-    alpha = _polyline(size, pts, rng.uniform(0.9, 1.5))
-    col = scene.params["weft"] * 1.12 if rng.random() < 0.6 else scene.params["warp"] * 0.8
+    alpha = _polyline(size, pts, rng.uniform(2.8, 3.6))
+    col = scene.params["weft"] * 1.5 if rng.random() < 0.6 else scene.params["warp"] * 0.35
     layer = col * (0.85 + 0.1 * scene.params["fibre"])[..., None]
     return layer, alpha
 
 
 def _fabric_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.03, 0.08), radius=(0.06, 0.14), tint=(0.6, 0.85, 1.0))
+    return _stain(scene, rng, size, strength=(0.11, 0.14), radius=(0.06, 0.14), tint=(0.2, 0.6, 1.0), soft=0.15)
 
 
 def _fabric_misweave(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
@@ -490,24 +496,24 @@ def _paint_wood(p: Params, size: int) -> Pair:
 
 
 def _wood_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    target = np.minimum(scene.params["light"] * 1.15, 1.0)
-    return _scratch(scene, rng, size, length=(0.2, 0.5), width=(0.8, 1.4), target=target, amount=(0.35, 0.65))
+    target = np.minimum(scene.params["light"] * 1.3 + 0.1, 1.0)  # fresh, paler wood under the finish
+    return _scratch(scene, rng, size, length=(0.3, 0.5), width=(3.5, 4.5), target=target, amount=(0.8, 0.95))
 
 
 def _wood_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     ang = scene.params["theta"] + (np.pi if rng.random() < 0.5 else 0.0)
-    return _crack(scene, rng, size, angle=ang, length=(0.15, 0.4), width=(1.2, 2.6), darken=(0.25, 0.4))
+    return _crack(scene, rng, size, angle=ang, length=(0.35, 0.55), width=(4.0, 5.5), darken=(0.12, 0.2))
 
 
 def _wood_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(0.012, 0.03) * size, 1.0)
+    rad = max(rng.uniform(0.04, 0.06) * size, 1.0)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.15, soft=0.7)
     return scene.params["dark"] * 0.25 * np.ones_like(scene.rgb), alpha
 
 
 def _wood_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.03, 0.07), radius=(0.08, 0.16), tint=(1.15, 1.0, 0.8))
+    return _stain(scene, rng, size, strength=(0.035, 0.05), radius=(0.08, 0.16), tint=(1.2, 1.0, 0.7), soft=0.15)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -547,18 +553,18 @@ def _stone_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
         size,
         angle=None,
         length=(0.2, 0.45),
-        width=(0.9, 1.8),
-        darken=(0.35, 0.5),
+        width=(1.5, 2.6),
+        darken=(0.3, 0.45),
         branches=branches,
     )
 
 
 def _stone_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(0.04, 0.09) * size, 1.5)
+    rad = max(rng.uniform(0.07, 0.12) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.4, soft=0.8)
     # Fresh fracture: smoother and brighter than the polished face, with a shadowed rim on one side.
-    v = ndimage.gaussian_filter(scene.rgb[..., 0], 1.2, mode="wrap") * rng.uniform(1.15, 1.3)
+    v = ndimage.gaussian_filter(scene.rgb[..., 0], 1.2, mode="wrap") * rng.uniform(1.35, 1.6)
     ang = rng.uniform(0.0, 2.0 * np.pi)
     shifted = ndimage.shift(alpha, (1.5 * np.sin(ang), 1.5 * np.cos(ang)), order=1, mode="constant")
     rim = np.clip(alpha - shifted, 0.0, 1.0)
@@ -567,14 +573,14 @@ def _stone_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
 
 
 def _stone_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.03, 0.07), radius=(0.08, 0.18), tint=(1.0, 1.0, 1.0))
+    return _stain(scene, rng, size, strength=(0.07, 0.09), radius=(0.08, 0.18), tint=(1.0, 1.0, 1.0), soft=0.15)
 
 
 def _stone_smear(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(0.05, 0.1) * size, 1.5)
+    rad = max(rng.uniform(0.12, 0.17) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.3, soft=rad * 0.3)
-    v = ndimage.gaussian_filter(scene.rgb[..., 0], rng.uniform(1.5, 2.5), mode="wrap")
+    v = ndimage.gaussian_filter(scene.rgb[..., 0], rng.uniform(3.0, 4.0), mode="wrap")
     return np.repeat(v[..., None], 3, axis=-1), alpha
 
 
@@ -634,11 +640,13 @@ def _washer_notch(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radius: Ra
 
 
 def _washer_rust(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.04, 0.1), radius=(0.05, 0.1), tint=(0.3, 0.8, 1.3), irregular=0.4)
+    return _stain(
+        scene, rng, size, strength=(0.1, 0.14), radius=(0.06, 0.11), tint=(-0.4, 0.3, 1.0), irregular=0.4, soft=0.2
+    )
 
 
 def _washer_off_center(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    mag = max(rng.uniform(0.025, 0.06), 2.0 / size)
+    mag = max(rng.uniform(0.12, 0.18), 2.0 / size)
     phi = rng.uniform(0.0, 2.0 * np.pi)
     return _geometry(spec, scene, size, hole=(mag * np.sin(phi), mag * np.cos(phi)))
 
@@ -723,7 +731,13 @@ def _pill_contamination(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radi
 
 
 def _pill_discoloration(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.05, 0.1), radius=(0.06, 0.12), tint=(0.0, 0.3, 1.0))
+    # Yellowing takes blue away, so it only shows on the white half (the red half has almost no blue to lose):
+    # it is placed there, at least 2 px from the seam, else its mask would mostly cover unchanged-looking red.
+    p = scene.params
+    s_loc, _ = _pill_local(p, size)
+    white = np.clip((p["seam"] - s_loc) * size / 2.0 - 2.0, 0.0, 1.0)
+    on_white = replace(scene, support=scene.support * white)
+    return _stain(on_white, rng, size, strength=(0.055, 0.07), radius=(0.06, 0.12), tint=(0.0, 0.3, 1.0), soft=0.2)
 
 
 def _pill_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radius: Range) -> Pair:
@@ -828,14 +842,24 @@ def _screw_broken_tip(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, at: Ra
 
 def _screw_thread_damage(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     p = scene.params
-    return _geometry(spec, scene, size, flat=(rng.uniform(-0.35, 0.2), rng.uniform(0.7, 1.3) * p["pitch"]))
+    return _geometry(spec, scene, size, flat=(rng.uniform(-0.35, 0.2), rng.uniform(1.5, 2.5) * p["pitch"]))
 
 
 def _screw_scratch(
-    spec: _Spec, scene: _Scene, rng: Gen, size: int, *, length: Range, width: Range, amount: Range
+    spec: _Spec,
+    scene: _Scene,
+    rng: Gen,
+    size: int,
+    *,
+    length: Range,
+    width: Range,
+    amount: Range,
+    along: bool,
 ) -> Pair:
+    """``along``: lay the scratch along the shaft (a scratch in any direction crosses the thin shaft in a few px)."""
     target = np.minimum(scene.params["metal"] * 1.6, 1.0)
-    return _scratch(scene, rng, size, length=length, width=width, target=target, amount=amount)
+    angle = scene.params["angle"] if along else None
+    return _scratch(scene, rng, size, length=length, width=width, target=target, amount=amount, angle=angle)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -979,8 +1003,8 @@ _SPECS: dict[str, _Spec] = {
         _draw_washer,
         _paint_washer,
         {
-            "scratch": partial(_washer_scratch, length=(0.08, 0.22), width=(0.7, 1.2), amount=(0.35, 0.7)),
-            "notch": partial(_washer_notch, radius=(0.06, 0.12)),
+            "scratch": partial(_washer_scratch, length=(0.12, 0.25), width=(1.0, 1.6), amount=(0.5, 0.8)),
+            "notch": partial(_washer_notch, radius=(0.07, 0.12)),
             "rust": _washer_rust,
             "off_center": _washer_off_center,
         },
@@ -990,10 +1014,10 @@ _SPECS: dict[str, _Spec] = {
         _draw_pill,
         _paint_pill,
         {
-            "crack": partial(_pill_crack, extent=(0.3, 0.7), width=(0.7, 1.3), darken=(0.4, 0.55)),
-            "contamination": partial(_pill_contamination, radius=(1.2, 3.0)),
+            "crack": partial(_pill_crack, extent=(0.6, 1.0), width=(1.2, 1.8), darken=(0.4, 0.55)),
+            "contamination": partial(_pill_contamination, radius=(3.5, 5.0)),
             "discoloration": _pill_discoloration,
-            "chip": partial(_pill_chip, radius=(0.05, 0.1)),
+            "chip": partial(_pill_chip, radius=(0.09, 0.14)),
         },
     ),
     "screw": _Spec(
@@ -1001,10 +1025,10 @@ _SPECS: dict[str, _Spec] = {
         _draw_screw,
         _paint_screw,
         {
-            "bent": partial(_screw_bent, angle=(0.1, 0.22), where=(0.0, 0.25)),
-            "broken_tip": partial(_screw_broken_tip, at=(0.15, 0.3)),
+            "bent": partial(_screw_bent, angle=(0.17, 0.3), where=(0.0, 0.25)),
+            "broken_tip": partial(_screw_broken_tip, at=(0.0, 0.2)),
             "thread_damage": _screw_thread_damage,
-            "scratch": partial(_screw_scratch, length=(0.05, 0.14), width=(0.6, 1.0), amount=(0.4, 0.7)),
+            "scratch": partial(_screw_scratch, length=(0.2, 0.35), width=(2.4, 3.2), amount=(0.8, 0.95), along=True),
         },
     ),
 }
@@ -1038,7 +1062,7 @@ _MVTEC_LIKE_OBJECT_DEFECTS: dict[str, dict[str, DefectFn]] = {
     },
     "screw": {
         "broken_tip": partial(_screw_broken_tip, at=(0.15, 0.3)),
-        "scratch": partial(_screw_scratch, length=(0.05, 0.14), width=(0.6, 1.0), amount=(0.4, 0.7)),
+        "scratch": partial(_screw_scratch, length=(0.05, 0.14), width=(0.6, 1.0), amount=(0.4, 0.7), along=False),
         "bent": partial(_screw_bent, angle=(0.1, 0.22), where=(0.0, 0.25)),
     },
 }
