@@ -61,8 +61,9 @@ def main() -> None:
         body = "  ".join(f"{d}={100 * a:5.1f}" for d, a in cells.items())
         print(f"{cat:8s} {head} {aupro}  {body}")
     if per_cat:
-        mean = {k: np.mean([v[k] for v in per_cat.values()]) for k in ("image_auroc", "pixel_auroc", "pixel_aupro")}
-        print(f"{'mean':8s} {100 * mean['image_auroc']:7.1f} {100 * mean['pixel_auroc']:7.1f} {100 * mean['pixel_aupro']:6.1f}")
+        keys = ("image_auroc", "pixel_auroc", "pixel_aupro")
+        i_auc, p_auc, aupro = (100 * float(np.mean([v[k] for v in per_cat.values()])) for k in keys)
+        print(f"{'mean':8s} {i_auc:7.1f} {p_auc:7.1f} {aupro:6.1f}")
 
 
 if __name__ == "__main__":
