@@ -18,37 +18,45 @@ Categories (3 textures, 3 objects)
 ----------------------------------
 ``fabric`` (texture): plain-weave cloth, indigo warp over pale weft. Normal variation: thread period
   ±5 %, orientation ±3°, random weave phase, per-thread shade, fibre fuzz and mottling.
-  Defects: ``hole`` (missing patch showing a dark backing; easy), ``thread`` (a loose 1-2 px thread lying
-  on the cloth; thin), ``stain`` (3-8 % brownish darkening with soft edges; subtle), ``misweave`` (a short
-  run of cells where the weft floats over instead of under; structural, local statistics unchanged).
+  Defects: ``hole`` (missing patch showing a dark backing, 6-11 px radius; easy), ``thread`` (a loose
+  2.8-3.6 px thread, much brighter weft or darker warp, 0.35-0.55 of the image long), ``stain`` (11-14 %
+  brownish tint, sharp-ish edge; subtle), ``misweave`` (a short run of cells where the weft floats over
+  instead of under; structural, local statistics unchanged).
 ``wood`` (texture): planed board with wavy growth rings and fibre streaks; orientation ±6°, random ring
   frequency/phase, and a natural knot in about a third of the *normal* boards (so "dark blob" is not
-  an anomaly by itself). Defects: ``scratch`` (thin bright line), ``crack`` (dark tapered jagged line
-  roughly along the grain), ``hole`` (small dark worm hole, 1.5-4 px radius at 128²), ``stain``
-  (3-7 % water-mark darkening; subtle).
+  an anomaly by itself). Defects: ``scratch`` (pale line 3.5-4.5 px wide), ``crack`` (dark tapered jagged
+  line 4-5.5 px wide, roughly along the grain), ``hole`` (dark worm hole, 5-8 px radius at 128²),
+  ``stain`` (3.5-5 % water-mark darkening, reddest channel most; subtle).
 ``stone`` (texture, grayscale: three equal channels): granite-like multi-scale noise with dark and light
-  mineral grains. Defects: ``crack`` (dark, thin, possibly branched), ``chip`` (broken-off patch: brighter,
-  smoother fresh surface with a dark rim), ``stain`` (3-7 % darkening; subtle), ``smear`` (a patch where
-  the grain texture is blurred away, mean unchanged; subtle).
+  mineral grains. Defects: ``crack`` (dark, 1.5-2.6 px, possibly branched), ``chip`` (broken-off patch,
+  9-15 px radius: brighter by 35-60 %, smoother fresh surface with a dark rim), ``stain`` (7-9 %
+  darkening; subtle), ``smear`` (a 15-22 px patch where the grain is blurred away, σ 3-4 px, mean
+  unchanged; a texture-statistics defect).
 ``washer`` (object): metal ring on a dark table, any rotation (light direction), ±3 px shift, concentric
-  turning marks and bevelled edges. Defects: ``scratch`` (thin bright line on the metal), ``notch``
-  (piece missing from the rim), ``rust`` (orange-brown low-contrast patch; subtle), ``off_center`` (hole
-  punched 1.5-4 px off centre; a logical defect, only the rim of the hole changes).
+  turning marks and bevelled edges. Defects: ``scratch`` (bright line 1-1.6 px wide), ``notch`` (piece
+  missing from the rim), ``rust`` (10-14 % orange shift: blue down, red slightly up; subtle), ``off_center``
+  (hole punched 8-12 px off centre; a logical defect, only the rim of the hole changes).
 ``pill`` (object): two-tone capsule (white/red) on a grey table, ±6° rotation, ±3 px shift, cylindrical
   shading and specular stripe; *normal* pills carry 0-11 faint reddish speckles. Defects: ``crack``
-  (thin dark line across the shell), ``contamination`` (small dark foreign particle, 1-3 px radius),
-  ``discoloration`` (faint yellowing: blue down 5-10 %, green a third of that; subtle), ``chip`` (piece
-  missing from the outline).
+  (dark line 1.2-1.8 px wide across the shell), ``contamination`` (dark foreign particle, 3.5-5 px
+  radius), ``discoloration`` (faint yellowing on the white half: blue down 5.5-7 %, green a third of that;
+  subtle; on the red half there is no blue to lose), ``chip`` (piece missing from the outline).
 ``screw`` (object): threaded screw lying on a light table at any angle, ±3 px shift, helical thread
-  shading. Defects: ``bent`` (shaft bent 6-13° past a point), ``broken_tip`` (tip missing),
-  ``thread_damage`` (a few thread turns flattened; subtle), ``scratch`` (thin bright line).
+  shading. Defects: ``bent`` (shaft bent 10-17° past a point; logical), ``broken_tip`` (the shaft ends
+  0-0.2 past the centre), ``thread_damage`` (three to five thread turns flattened; subtle), ``scratch``
+  (bright line 2.4-3.2 px wide along the shaft).
+
+Generator version 2 calibrated these strengths (issue 13): version 1's defects were so faint that the
+patch-kNN reference scored 61-68 image AUROC; now it scores about 84 (README, "The embedded default data
+set"). The subtle defects stay at the 16-grey-level cap ``tests/data`` enforces and are the hard ones.
 
 Every image additionally gets a global gain (0.86-1.12), a linear lighting gradient, mild vignetting,
 per-channel colour gain (not for ``stone``) and Gaussian sensor noise (σ = 1-3 grey levels). That
 normal variation swamps global statistics: a detector on per-channel mean/std and gradient energy is
-near chance on every defect (``bench/bench_synthetic.py`` prints it), while a crude local patch-kNN
-finds the easy defects (holes, cracks, threads, contamination) and misses the subtle ones (stains,
-rust, discoloration, thread damage) and the logical ones (bent screw, broken tip, off-centre hole).
+near chance on every defect (``bench/bench_synthetic.py`` prints it), while a local patch-kNN finds
+the visible defects, finds the logical ones (bent screw, off-centre hole) less often, and barely sees the
+subtle ones (stains, rust, discoloration, thread damage): ``bench/calibrate_synthetic.py`` prints it
+per defect type.
 
 The mvtec_like set (``preset="mvtec_like"``, ``data=mvtec_like``)
 -----------------------------------------------------------------
@@ -60,8 +68,9 @@ sized at 256² and scaled with the image: ``scratch`` (bright, 2-3.5 px), ``crac
 ``hole`` (dark blob, 6-13 px radius), ``stain`` (20-35 % tint; the subtle one) and ``foreign`` (a blob of
 another photo in the same colours: local structure changes, the mean barely moves). The objects are the
 default set's ``pill``, ``washer`` and ``screw`` with their visible defects only (no discoloration, rust or
-thread damage; the screw keeps ``bent``, a logical defect). On the dev seed the patch-kNN reference scores
-about 89 image AUROC (``src/adzoo/models/uniad/README.md``).
+thread damage; the screw keeps ``bent``, a logical defect), drawn with generator version 1's strengths
+(``_MVTEC_LIKE_OBJECT_DEFECTS``), so version 2's calibration of the default set left its files unchanged.
+On the dev seed the patch-kNN reference scores about 89 image AUROC (``src/adzoo/models/uniad/README.md``).
 
 Exact masks
 -----------
