@@ -250,6 +250,22 @@ def test_mask_is_exactly_the_changed_pixels(category: str, size: int) -> None:
             np.testing.assert_array_equal(mask == 255, changed, err_msg=f"{category}/{defect}/{i}")
 
 
+@pytest.mark.parametrize("category", sorted(set(SYNTHETIC_SETS["mvtec_like"]) & set(SYNTHETIC_OBJECTS)))
+def test_mvtec_like_objects_keep_exact_masks_and_their_own_defects(category: str) -> None:
+    """The mvtec_like set draws the shared objects with its own (version-1) defects: masks stay exact, and a
+    default-only defect type is refused there."""
+    for defect in SYNTHETIC_SETS["mvtec_like"][category]:
+        key = sample_entropy(11, category, "test", defect, 0)
+        img, mask = render_sample(category, defect, image_size=64, entropy=key, preset="mvtec_like")
+        clean, _ = render_sample(category, None, image_size=64, entropy=key, preset="mvtec_like")
+        np.testing.assert_array_equal(mask == 255, (img != clean).any(-1), err_msg=f"{category}/{defect}")
+    only_default = sorted(set(SYNTHETIC_DEFECTS[category]) - set(SYNTHETIC_SETS["mvtec_like"][category]))
+    with pytest.raises(ValueError, match="unknown defect"):
+        render_sample(category, only_default[0], image_size=32, entropy=(0,), preset="mvtec_like")
+    with pytest.raises(ValueError, match="unknown preset"):
+        render_sample(category, None, image_size=32, entropy=(0,), preset="bagel")
+
+
 def test_files_on_disk_are_render_sample_output(tiny_root: Path) -> None:
     for cat in SYNTHETIC_CATEGORIES:
         defect = SYNTHETIC_DEFECTS[cat][0]

@@ -18,37 +18,45 @@ Categories (3 textures, 3 objects)
 ----------------------------------
 ``fabric`` (texture): plain-weave cloth, indigo warp over pale weft. Normal variation: thread period
   ±5 %, orientation ±3°, random weave phase, per-thread shade, fibre fuzz and mottling.
-  Defects: ``hole`` (missing patch showing a dark backing; easy), ``thread`` (a loose 1-2 px thread lying
-  on the cloth; thin), ``stain`` (3-8 % brownish darkening with soft edges; subtle), ``misweave`` (a short
-  run of cells where the weft floats over instead of under; structural, local statistics unchanged).
+  Defects: ``hole`` (missing patch showing a dark backing, 6-11 px radius; easy), ``thread`` (a loose
+  2.8-3.6 px thread, much brighter weft or darker warp, 0.35-0.55 of the image long), ``stain`` (11-14 %
+  brownish tint, sharp-ish edge; subtle), ``misweave`` (a short run of cells where the weft floats over
+  instead of under; structural, local statistics unchanged).
 ``wood`` (texture): planed board with wavy growth rings and fibre streaks; orientation ±6°, random ring
   frequency/phase, and a natural knot in about a third of the *normal* boards (so "dark blob" is not
-  an anomaly by itself). Defects: ``scratch`` (thin bright line), ``crack`` (dark tapered jagged line
-  roughly along the grain), ``hole`` (small dark worm hole, 1.5-4 px radius at 128²), ``stain``
-  (3-7 % water-mark darkening; subtle).
+  an anomaly by itself). Defects: ``scratch`` (pale line 3.5-4.5 px wide), ``crack`` (dark tapered jagged
+  line 4-5.5 px wide, roughly along the grain), ``hole`` (dark worm hole, 5-8 px radius at 128²),
+  ``stain`` (3.5-5 % water-mark darkening, reddest channel most; subtle).
 ``stone`` (texture, grayscale: three equal channels): granite-like multi-scale noise with dark and light
-  mineral grains. Defects: ``crack`` (dark, thin, possibly branched), ``chip`` (broken-off patch: brighter,
-  smoother fresh surface with a dark rim), ``stain`` (3-7 % darkening; subtle), ``smear`` (a patch where
-  the grain texture is blurred away, mean unchanged; subtle).
+  mineral grains. Defects: ``crack`` (dark, 1.5-2.6 px, possibly branched), ``chip`` (broken-off patch,
+  9-15 px radius: brighter by 35-60 %, smoother fresh surface with a dark rim), ``stain`` (7-9 %
+  darkening; subtle), ``smear`` (a 15-22 px patch where the grain is blurred away, σ 3-4 px, mean
+  unchanged; a texture-statistics defect).
 ``washer`` (object): metal ring on a dark table, any rotation (light direction), ±3 px shift, concentric
-  turning marks and bevelled edges. Defects: ``scratch`` (thin bright line on the metal), ``notch``
-  (piece missing from the rim), ``rust`` (orange-brown low-contrast patch; subtle), ``off_center`` (hole
-  punched 1.5-4 px off centre; a logical defect, only the rim of the hole changes).
+  turning marks and bevelled edges. Defects: ``scratch`` (bright line 1-1.6 px wide), ``notch`` (piece
+  missing from the rim), ``rust`` (10-14 % orange shift: blue down, red slightly up; subtle), ``off_center``
+  (hole punched 8-12 px off centre; a logical defect, only the rim of the hole changes).
 ``pill`` (object): two-tone capsule (white/red) on a grey table, ±6° rotation, ±3 px shift, cylindrical
   shading and specular stripe; *normal* pills carry 0-11 faint reddish speckles. Defects: ``crack``
-  (thin dark line across the shell), ``contamination`` (small dark foreign particle, 1-3 px radius),
-  ``discoloration`` (faint yellowing: blue down 5-10 %, green a third of that; subtle), ``chip`` (piece
-  missing from the outline).
+  (dark line 1.2-1.8 px wide across the shell), ``contamination`` (dark foreign particle, 3.5-5 px
+  radius), ``discoloration`` (faint yellowing on the white half: blue down 5.5-7 %, green a third of that;
+  subtle; on the red half there is no blue to lose), ``chip`` (piece missing from the outline).
 ``screw`` (object): threaded screw lying on a light table at any angle, ±3 px shift, helical thread
-  shading. Defects: ``bent`` (shaft bent 6-13° past a point), ``broken_tip`` (tip missing),
-  ``thread_damage`` (a few thread turns flattened; subtle), ``scratch`` (thin bright line).
+  shading. Defects: ``bent`` (shaft bent 10-17° past a point; logical), ``broken_tip`` (the shaft ends
+  0-0.2 past the centre), ``thread_damage`` (three to five thread turns flattened; subtle), ``scratch``
+  (bright line 2.4-3.2 px wide along the shaft).
+
+Generator version 2 calibrated these strengths (issue 13): version 1's defects were so faint that the
+patch-kNN reference scored 61-68 image AUROC; now it scores about 84 (README, "The embedded default data
+set"). The subtle defects stay at the 16-grey-level cap ``tests/data`` enforces and are the hard ones.
 
 Every image additionally gets a global gain (0.86-1.12), a linear lighting gradient, mild vignetting,
 per-channel colour gain (not for ``stone``) and Gaussian sensor noise (σ = 1-3 grey levels). That
 normal variation swamps global statistics: a detector on per-channel mean/std and gradient energy is
-near chance on every defect (``bench/bench_synthetic.py`` prints it), while a crude local patch-kNN
-finds the easy defects (holes, cracks, threads, contamination) and misses the subtle ones (stains,
-rust, discoloration, thread damage) and the logical ones (bent screw, broken tip, off-centre hole).
+near chance on every defect (``bench/bench_synthetic.py`` prints it), while a local patch-kNN finds
+the visible defects, finds the logical ones (bent screw, off-centre hole) less often, and barely sees the
+subtle ones (stains, rust, discoloration, thread damage): ``bench/calibrate_synthetic.py`` prints it
+per defect type.
 
 The mvtec_like set (``preset="mvtec_like"``, ``data=mvtec_like``)
 -----------------------------------------------------------------
@@ -60,8 +68,9 @@ sized at 256² and scaled with the image: ``scratch`` (bright, 2-3.5 px), ``crac
 ``hole`` (dark blob, 6-13 px radius), ``stain`` (20-35 % tint; the subtle one) and ``foreign`` (a blob of
 another photo in the same colours: local structure changes, the mean barely moves). The objects are the
 default set's ``pill``, ``washer`` and ``screw`` with their visible defects only (no discoloration, rust or
-thread damage; the screw keeps ``bent``, a logical defect). On the dev seed the patch-kNN reference scores
-about 89 image AUROC (``src/adzoo/models/uniad/README.md``).
+thread damage; the screw keeps ``bent``, a logical defect), drawn with generator version 1's strengths
+(``_MVTEC_LIKE_OBJECT_DEFECTS``), so version 2's calibration of the default set left its files unchanged.
+On the dev seed the patch-kNN reference scores about 89 image AUROC (``src/adzoo/models/uniad/README.md``).
 
 Exact masks
 -----------
@@ -85,7 +94,8 @@ import shutil
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +121,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bump whenever rendering changes, so cached trees from an older generator are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = ".adzoo_synthetic.json"
 
 _ALPHA_CUT = 0.25  # alpha below this is dropped: the mask is the set of pixels the defect really touched
@@ -123,6 +133,7 @@ Array = np.ndarray
 Pair = tuple[Array, Array]  # (image-like array, coverage/alpha map)
 Gen = np.random.Generator
 Params = dict[str, Any]
+Range = tuple[float, float]  # a parameter drawn uniformly from [low, high]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,11 +305,13 @@ def _stain(
     radius: tuple[float, float],
     tint: Sequence[float],
     irregular: float = 0.3,
+    soft: float = 0.6,
 ) -> Pair:
-    """Low-contrast multiplicative tint with a soft edge: the subtle defect of every category."""
+    """Low-contrast multiplicative tint with a soft edge (``soft`` x radius wide): the subtle defect of every
+    category."""
     rad = max(rng.uniform(*radius) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad * 0.5)
-    alpha = _blob(rng, size, cy, cx, rad, irregular=irregular, soft=rad * 0.6) * scene.support
+    alpha = _blob(rng, size, cy, cx, rad, irregular=irregular, soft=rad * soft) * scene.support
     factor = 1.0 - rng.uniform(*strength) * np.asarray(tint, dtype=np.float64)
     return scene.rgb * factor, alpha
 
@@ -312,11 +325,15 @@ def _scratch(
     width: tuple[float, float],
     target: Array | float,
     amount: tuple[float, float],
+    angle: float | None = None,
 ) -> Pair:
-    """A thin, slightly curved line blended towards ``target`` (bright for fresh material)."""
+    """A thin, slightly curved line blended towards ``target`` (bright for fresh material); ``angle`` (radians,
+    ±0.1 jitter) lays it along a thin part instead of in any direction."""
     ln = rng.uniform(*length) * size
     p0 = _pick_point(rng, scene.support, 2.0)
     ang = rng.uniform(0.0, 2.0 * np.pi)
+    if angle is not None:
+        ang = angle + rng.normal(0.0, 0.1)
     d = np.array([np.sin(ang), np.cos(ang)])
     n = np.array([-d[1], d[0]])
     bend = rng.normal(0.0, 0.08) * ln
@@ -407,7 +424,7 @@ def _paint_fabric(p: Params, size: int) -> Pair:
 
 
 def _fabric_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(0.035, 0.08) * size, 1.5)
+    rad = max(rng.uniform(0.05, 0.09) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.35, soft=0.8)
     backing = np.array([0.06, 0.06, 0.07]) * (1.0 + 0.3 * scene.params["fibre"])[..., None]
@@ -415,18 +432,18 @@ def _fabric_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
 
 
 def _fabric_thread(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    n = max(int(rng.uniform(0.2, 0.45) * size / 1.5), 4)
+    n = max(int(rng.uniform(0.35, 0.55) * size / 1.5), 4)
     start = _pick_point(rng, scene.support, 2.0)
     pts = _walk(rng, start, rng.uniform(0.0, 2.0 * np.pi), n, 1.5, 0.15)
     pts -= pts[n // 2] - start
-    alpha = _polyline(size, pts, rng.uniform(0.9, 1.5))
-    col = scene.params["weft"] * 1.12 if rng.random() < 0.6 else scene.params["warp"] * 0.8
+    alpha = _polyline(size, pts, rng.uniform(2.8, 3.6))
+    col = scene.params["weft"] * 1.5 if rng.random() < 0.6 else scene.params["warp"] * 0.35
     layer = col * (0.85 + 0.1 * scene.params["fibre"])[..., None]
     return layer, alpha
 
 
 def _fabric_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.03, 0.08), radius=(0.06, 0.14), tint=(0.6, 0.85, 1.0))
+    return _stain(scene, rng, size, strength=(0.11, 0.14), radius=(0.06, 0.14), tint=(0.2, 0.6, 1.0), soft=0.15)
 
 
 def _fabric_misweave(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
@@ -488,24 +505,24 @@ def _paint_wood(p: Params, size: int) -> Pair:
 
 
 def _wood_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    target = np.minimum(scene.params["light"] * 1.15, 1.0)
-    return _scratch(scene, rng, size, length=(0.2, 0.5), width=(0.8, 1.4), target=target, amount=(0.35, 0.65))
+    target = np.minimum(scene.params["light"] * 1.3 + 0.1, 1.0)  # fresh, paler wood under the finish
+    return _scratch(scene, rng, size, length=(0.3, 0.5), width=(3.5, 4.5), target=target, amount=(0.8, 0.95))
 
 
 def _wood_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     ang = scene.params["theta"] + (np.pi if rng.random() < 0.5 else 0.0)
-    return _crack(scene, rng, size, angle=ang, length=(0.15, 0.4), width=(1.2, 2.6), darken=(0.25, 0.4))
+    return _crack(scene, rng, size, angle=ang, length=(0.35, 0.55), width=(4.0, 5.5), darken=(0.12, 0.2))
 
 
 def _wood_hole(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(0.012, 0.03) * size, 1.0)
+    rad = max(rng.uniform(0.04, 0.06) * size, 1.0)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.15, soft=0.7)
     return scene.params["dark"] * 0.25 * np.ones_like(scene.rgb), alpha
 
 
 def _wood_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.03, 0.07), radius=(0.08, 0.16), tint=(1.15, 1.0, 0.8))
+    return _stain(scene, rng, size, strength=(0.035, 0.05), radius=(0.08, 0.16), tint=(1.2, 1.0, 0.7), soft=0.15)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -545,18 +562,18 @@ def _stone_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
         size,
         angle=None,
         length=(0.2, 0.45),
-        width=(0.9, 1.8),
-        darken=(0.35, 0.5),
+        width=(1.5, 2.6),
+        darken=(0.3, 0.45),
         branches=branches,
     )
 
 
 def _stone_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(0.04, 0.09) * size, 1.5)
+    rad = max(rng.uniform(0.07, 0.12) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.4, soft=0.8)
     # Fresh fracture: smoother and brighter than the polished face, with a shadowed rim on one side.
-    v = ndimage.gaussian_filter(scene.rgb[..., 0], 1.2, mode="wrap") * rng.uniform(1.15, 1.3)
+    v = ndimage.gaussian_filter(scene.rgb[..., 0], 1.2, mode="wrap") * rng.uniform(1.35, 1.6)
     ang = rng.uniform(0.0, 2.0 * np.pi)
     shifted = ndimage.shift(alpha, (1.5 * np.sin(ang), 1.5 * np.cos(ang)), order=1, mode="constant")
     rim = np.clip(alpha - shifted, 0.0, 1.0)
@@ -565,14 +582,14 @@ def _stone_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
 
 
 def _stone_stain(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.03, 0.07), radius=(0.08, 0.18), tint=(1.0, 1.0, 1.0))
+    return _stain(scene, rng, size, strength=(0.07, 0.09), radius=(0.08, 0.18), tint=(1.0, 1.0, 1.0), soft=0.15)
 
 
 def _stone_smear(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(0.05, 0.1) * size, 1.5)
+    rad = max(rng.uniform(0.12, 0.17) * size, 1.5)
     cy, cx = _pick_point(rng, scene.support, rad)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.3, soft=rad * 0.3)
-    v = ndimage.gaussian_filter(scene.rgb[..., 0], rng.uniform(1.5, 2.5), mode="wrap")
+    v = ndimage.gaussian_filter(scene.rgb[..., 0], rng.uniform(3.0, 4.0), mode="wrap")
     return np.repeat(v[..., None], 3, axis=-1), alpha
 
 
@@ -617,24 +634,28 @@ def _paint_washer(p: Params, size: int) -> Pair:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _washer_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _washer_scratch(
+    spec: _Spec, scene: _Scene, rng: Gen, size: int, *, length: Range, width: Range, amount: Range
+) -> Pair:
     target = np.minimum(scene.params["metal"] * 1.4, 1.0)
-    return _scratch(scene, rng, size, length=(0.08, 0.22), width=(0.7, 1.2), target=target, amount=(0.35, 0.7))
+    return _scratch(scene, rng, size, length=length, width=width, target=target, amount=amount)
 
 
-def _washer_notch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _washer_notch(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radius: Range) -> Pair:
     p = scene.params
     phi = rng.uniform(0.0, 2.0 * np.pi)
     ny, nx = p["centre"][0] + p["ro"] * np.sin(phi), p["centre"][1] + p["ro"] * np.cos(phi)
-    return _geometry(spec, scene, size, notch=(ny, nx, rng.uniform(0.06, 0.12)))
+    return _geometry(spec, scene, size, notch=(ny, nx, rng.uniform(*radius)))
 
 
 def _washer_rust(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.04, 0.1), radius=(0.05, 0.1), tint=(0.3, 0.8, 1.3), irregular=0.4)
+    return _stain(
+        scene, rng, size, strength=(0.1, 0.14), radius=(0.06, 0.11), tint=(-0.4, 0.3, 1.0), irregular=0.4, soft=0.2
+    )
 
 
 def _washer_off_center(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    mag = max(rng.uniform(0.025, 0.06), 2.0 / size)
+    mag = max(rng.uniform(0.12, 0.18), 2.0 / size)
     phi = rng.uniform(0.0, 2.0 * np.pi)
     return _geometry(spec, scene, size, hole=(mag * np.sin(phi), mag * np.cos(phi)))
 
@@ -703,15 +724,15 @@ def _paint_pill(p: Params, size: int) -> Pair:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _pill_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _pill_crack(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, extent: Range, width: Range, darken: Range) -> Pair:
     p = scene.params
-    length = 2.0 * p["rad"] / 2.0 * rng.uniform(0.3, 0.7)  # fraction of the pill width, in size units
+    length = 2.0 * p["rad"] / 2.0 * rng.uniform(*extent)  # fraction of the pill width, in size units
     ang = p["angle"] + np.pi / 2.0 + (np.pi if rng.random() < 0.5 else 0.0)
-    return _crack(scene, rng, size, angle=ang, length=(length, length), width=(0.7, 1.3), darken=(0.4, 0.55))
+    return _crack(scene, rng, size, angle=ang, length=(length, length), width=width, darken=darken)
 
 
-def _pill_contamination(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    rad = max(rng.uniform(1.2, 3.0) * size / 128.0, 0.9)
+def _pill_contamination(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radius: Range) -> Pair:
+    rad = max(rng.uniform(*radius) * size / 128.0, 0.9)  # radius in px at 128²
     cy, cx = _pick_point(rng, scene.support, rad + 1.0)
     alpha = _blob(rng, size, cy, cx, rad, irregular=0.4, soft=0.6) * scene.support
     col = np.array([0.25, 0.18, 0.12]) if rng.random() < 0.6 else np.array([0.20, 0.24, 0.38])
@@ -719,10 +740,16 @@ def _pill_contamination(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair
 
 
 def _pill_discoloration(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _stain(scene, rng, size, strength=(0.05, 0.1), radius=(0.06, 0.12), tint=(0.0, 0.3, 1.0))
+    # Yellowing takes blue away, so it only shows on the white half (the red half has almost no blue to lose):
+    # it is placed there, at least 2 px from the seam, else its mask would mostly cover unchanged-looking red.
+    p = scene.params
+    s_loc, _ = _pill_local(p, size)
+    white = np.clip((p["seam"] - s_loc) * size / 2.0 - 2.0, 0.0, 1.0)
+    on_white = replace(scene, support=scene.support * white)
+    return _stain(on_white, rng, size, strength=(0.055, 0.07), radius=(0.06, 0.12), tint=(0.0, 0.3, 1.0), soft=0.2)
 
 
-def _pill_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _pill_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, radius: Range) -> Pair:
     p = scene.params
     half, rad = p["half"], p["rad"]
     if rng.random() < 0.6:  # a long side
@@ -734,7 +761,7 @@ def _pill_chip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     c, s = np.cos(p["angle"]), np.sin(p["angle"])
     nx = p["centre"][1] + s0 * c - t0 * s
     ny = p["centre"][0] + s0 * s + t0 * c
-    return _geometry(spec, scene, size, chip=(ny, nx, rng.uniform(0.05, 0.1)))
+    return _geometry(spec, scene, size, chip=(ny, nx, rng.uniform(*radius)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -813,23 +840,35 @@ def _paint_screw(p: Params, size: int) -> Pair:
     return p["bg"] * (1.0 - cov[..., None]) + surf * cov[..., None], cov
 
 
-def _screw_bent(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    beta = rng.uniform(0.1, 0.22) * rng.choice([-1.0, 1.0])
-    return _geometry(spec, scene, size, bend=(rng.uniform(0.0, 0.25), beta))
+def _screw_bent(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, angle: Range, where: Range) -> Pair:
+    beta = rng.uniform(*angle) * rng.choice([-1.0, 1.0])  # radians
+    return _geometry(spec, scene, size, bend=(rng.uniform(*where), beta))
 
 
-def _screw_broken_tip(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
-    return _geometry(spec, scene, size, broken=rng.uniform(0.15, 0.3))
+def _screw_broken_tip(spec: _Spec, scene: _Scene, rng: Gen, size: int, *, at: Range) -> Pair:
+    return _geometry(spec, scene, size, broken=rng.uniform(*at))
 
 
 def _screw_thread_damage(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
     p = scene.params
-    return _geometry(spec, scene, size, flat=(rng.uniform(-0.35, 0.2), rng.uniform(0.7, 1.3) * p["pitch"]))
+    return _geometry(spec, scene, size, flat=(rng.uniform(-0.35, 0.2), rng.uniform(1.5, 2.5) * p["pitch"]))
 
 
-def _screw_scratch(spec: _Spec, scene: _Scene, rng: Gen, size: int) -> Pair:
+def _screw_scratch(
+    spec: _Spec,
+    scene: _Scene,
+    rng: Gen,
+    size: int,
+    *,
+    length: Range,
+    width: Range,
+    amount: Range,
+    along: bool,
+) -> Pair:
+    """``along``: lay the scratch along the shaft (a scratch in any direction crosses the thin shaft in a few px)."""
     target = np.minimum(scene.params["metal"] * 1.6, 1.0)
-    return _scratch(scene, rng, size, length=(0.05, 0.14), width=(0.6, 1.0), target=target, amount=(0.4, 0.7))
+    angle = scene.params["angle"] if along else None
+    return _scratch(scene, rng, size, length=length, width=width, target=target, amount=amount, angle=angle)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -973,8 +1012,8 @@ _SPECS: dict[str, _Spec] = {
         _draw_washer,
         _paint_washer,
         {
-            "scratch": _washer_scratch,
-            "notch": _washer_notch,
+            "scratch": partial(_washer_scratch, length=(0.12, 0.25), width=(1.0, 1.6), amount=(0.5, 0.8)),
+            "notch": partial(_washer_notch, radius=(0.07, 0.12)),
             "rust": _washer_rust,
             "off_center": _washer_off_center,
         },
@@ -984,10 +1023,10 @@ _SPECS: dict[str, _Spec] = {
         _draw_pill,
         _paint_pill,
         {
-            "crack": _pill_crack,
-            "contamination": _pill_contamination,
+            "crack": partial(_pill_crack, extent=(0.6, 1.0), width=(1.2, 1.8), darken=(0.4, 0.55)),
+            "contamination": partial(_pill_contamination, radius=(3.5, 5.0)),
             "discoloration": _pill_discoloration,
-            "chip": _pill_chip,
+            "chip": partial(_pill_chip, radius=(0.09, 0.14)),
         },
     ),
     "screw": _Spec(
@@ -995,10 +1034,10 @@ _SPECS: dict[str, _Spec] = {
         _draw_screw,
         _paint_screw,
         {
-            "bent": _screw_bent,
-            "broken_tip": _screw_broken_tip,
+            "bent": partial(_screw_bent, angle=(0.17, 0.3), where=(0.0, 0.25)),
+            "broken_tip": partial(_screw_broken_tip, at=(0.0, 0.2)),
             "thread_damage": _screw_thread_damage,
-            "scratch": _screw_scratch,
+            "scratch": partial(_screw_scratch, length=(0.2, 0.35), width=(2.4, 3.2), amount=(0.8, 0.95), along=True),
         },
     ),
 }
@@ -1016,6 +1055,37 @@ _SPECS.update(
         for name, tones in _PHOTO_TONES.items()
     }
 )
+
+# The mvtec_like set shares the default set's objects but keeps their defects as generator version 1 drew them:
+# its published numbers were measured on exactly these images, and calibrating the default set (version 2) must
+# not move them. Same functions, so the same draws from the same generator: byte-identical output.
+_MVTEC_LIKE_OBJECT_DEFECTS: dict[str, dict[str, DefectFn]] = {
+    "pill": {
+        "crack": partial(_pill_crack, extent=(0.3, 0.7), width=(0.7, 1.3), darken=(0.4, 0.55)),
+        "contamination": partial(_pill_contamination, radius=(1.2, 3.0)),
+        "chip": partial(_pill_chip, radius=(0.05, 0.1)),
+    },
+    "washer": {
+        "scratch": partial(_washer_scratch, length=(0.08, 0.22), width=(0.7, 1.2), amount=(0.35, 0.7)),
+        "notch": partial(_washer_notch, radius=(0.06, 0.12)),
+    },
+    "screw": {
+        "broken_tip": partial(_screw_broken_tip, at=(0.15, 0.3)),
+        "scratch": partial(_screw_scratch, length=(0.05, 0.14), width=(0.6, 1.0), amount=(0.4, 0.7), along=False),
+        "bent": partial(_screw_bent, angle=(0.1, 0.22), where=(0.0, 0.25)),
+    },
+}
+#: Per-preset replacements of :data:`_SPECS` entries (a preset not listed, or a category it does not replace,
+#: uses ``_SPECS``).
+_PRESET_SPECS: dict[str, dict[str, _Spec]] = {
+    "mvtec_like": {name: replace(_SPECS[name], defects=d) for name, d in _MVTEC_LIKE_OBJECT_DEFECTS.items()},
+}
+
+
+def _spec_for(category: str, preset: str) -> _Spec:
+    """The spec a preset draws ``category`` with: its own version of a shared object, else the common one."""
+    return _PRESET_SPECS.get(preset, {}).get(category) or _SPECS[category]
+
 
 #: Generated sets: category → the defect types drawn for it. ``default`` is the embedded default benchmark
 #: (128², small, fast); ``mvtec_like`` is the diagnosis set (issue 13): 256², real photo textures, objects,
@@ -1095,16 +1165,21 @@ def sample_entropy(seed: int, category: str, split: str, defect: str | None, ind
     return (int(seed), _crc(category), _SPLIT_CODES[split], _crc(defect or "good"), int(index))
 
 
-def render_sample(category: str, defect: str | None, *, image_size: int, entropy: Sequence[int]) -> Pair:
+def render_sample(
+    category: str, defect: str | None, *, image_size: int, entropy: Sequence[int], preset: str = "default"
+) -> Pair:
     """Render one image (H, W, 3) uint8 and its mask (H, W) uint8 in {0, 255}.
 
     The scene, the camera effects and the noise come from generators independent of the defect's, so
     ``render_sample(c, None, entropy=e)`` is exactly the image ``render_sample(c, d, entropy=e)`` would
-    have been without its defect: tests use this to check masks bit-exactly.
+    have been without its defect: tests use this to check masks bit-exactly. ``preset`` picks a set's own
+    version of a category two sets share (the mvtec_like set keeps the objects' version-1 defects).
     """
     if category not in _SPECS:
         raise ValueError(f"unknown synthetic category {category!r}; known: {tuple(_SPECS)}")
-    spec = _SPECS[category]
+    if preset not in SYNTHETIC_SETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {tuple(SYNTHETIC_SETS)}")
+    spec = _spec_for(category, preset)
     if defect is not None and defect not in spec.defects:
         raise ValueError(f"unknown defect {defect!r} for {category!r}; known: {tuple(spec.defects)}")
     size = int(image_size)
@@ -1162,6 +1237,7 @@ def _write_tree(
     n_per_defect: int,
     categories: Sequence[str],
     defects: dict[str, tuple[str, ...]],
+    preset: str,
 ) -> int:
     """Write every category under ``out``; returns the number of files written."""
     n_files = 0
@@ -1177,7 +1253,7 @@ def _write_tree(
                 jobs.append((out / cat / "test" / d / f"{i:03d}.png", "test", d, i, mask_path))
         for img_path, split, defect, i, mask_path in jobs:
             key = sample_entropy(seed, cat, split, defect, i)
-            img, mask = render_sample(cat, defect, image_size=size, entropy=key)
+            img, mask = render_sample(cat, defect, image_size=size, entropy=key, preset=preset)
             img_path.parent.mkdir(parents=True, exist_ok=True)
             _save_png(img_path, img)
             n_files += 1
@@ -1359,6 +1435,7 @@ def generate_synthetic_dataset(
             n_per_defect=params["n_test_per_defect"],
             categories=cats,
             defects=known,
+            preset=preset,
         )
         _write_manifest(tmp, params, n_files)
         _swap_into_place(tmp, root, params, overwrite)
