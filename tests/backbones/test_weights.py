@@ -1,4 +1,4 @@
-"""Weight sources: packaged lite0 is really ImageNet-pretrained; every failure says what to do."""
+"""Weight sources: packaged lite0 and lite2 are really ImageNet-pretrained; every failure says what to do."""
 
 from __future__ import annotations
 
@@ -34,13 +34,14 @@ def _cat_probability(model: torch.nn.Module) -> tuple[int, float]:
     return int(probs.argmax()), float(probs[list(CAT_CLASSES)].sum())
 
 
-def test_packaged_lite0_classifies_chelsea_as_cat() -> None:
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(packaged_state_dict("tf_efficientnet_lite0"), strict=True)
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite2"])
+def test_packaged_lite_classifies_chelsea_as_cat(name: str) -> None:
+    model = timm.create_model(name, pretrained=False)
+    model.load_state_dict(packaged_state_dict(name), strict=True)
     top1, cat_p = _cat_probability(model)
     assert top1 in CAT_CLASSES
     assert cat_p > 0.5
-    _, random_cat_p = _cat_probability(timm.create_model("tf_efficientnet_lite0", pretrained=False))
+    _, random_cat_p = _cat_probability(timm.create_model(name, pretrained=False))
     assert random_cat_p < 0.05
 
 

