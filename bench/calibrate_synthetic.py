@@ -21,12 +21,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from adzoo.metrics import auroc
 
 
-def auroc(neg: np.ndarray, pos: np.ndarray) -> float:
-    """Mann-Whitney AUROC with ties counted half (no sklearn: the bench must stay dependency-free)."""
-    diff = pos[:, None] - neg[None, :]
-    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / max(diff.size, 1))
+def _auroc(good: list[float], defect: list[float]) -> float:
+    """The metric callback's own AUROC of one defect type against the category's good test images."""
+    scores = torch.tensor(good + defect, dtype=torch.float64)
+    return auroc(scores, torch.cat([torch.zeros(len(good)), torch.ones(len(defect))]).bool())
 
 
 def per_defect(predictions: Path, column: str = "pred_score") -> dict[str, dict[str, float]]:
@@ -38,8 +41,8 @@ def per_defect(predictions: Path, column: str = "pred_score") -> dict[str, dict[
             scores[row["category"]][defect].append(float(row[column]))
     out: dict[str, dict[str, float]] = {}
     for cat, by_defect in sorted(scores.items()):
-        good = np.asarray(by_defect.get("good", []))
-        out[cat] = {d: auroc(good, np.asarray(v)) for d, v in by_defect.items() if d != "good"}
+        good = by_defect.get("good", [])
+        out[cat] = {d: _auroc(good, v) for d, v in by_defect.items() if d != "good"}
     return out
 
 

@@ -65,15 +65,15 @@ def main() -> None:
     test_p, test_f, y, test_cat = _features(module, datamodule.test_dataloader())
     global_score = -module.model.normality(test_p, test_f).numpy()
 
+    names = sorted(set(test_cat))
     rows: dict[str, dict[str, float]] = defaultdict(dict)
-    for c in sorted(set(test_cat)):
+    for c in names:
         own = copy.deepcopy(module.model)
         own.fit(train_p[train_cat == c], train_f[train_cat == c])  # eq. 3-4 on this category's normals only
         at = test_cat == c
         rows["one density (as trained)"][c] = 100 * roc_auc_score(y[at], global_score[at])
         rows["a density per category"][c] = 100 * roc_auc_score(y[at], -own.normality(test_p[at], test_f[at]).numpy())
 
-    names = sorted(set(test_cat))
     print("image AUROC (%), per category and mean of categories:")
     print(f"{'density':28s}" + "".join(f"{n:>9s}" for n in names) + f"{'mean':>9s}")
     for label, row in rows.items():
