@@ -30,6 +30,8 @@ from adzoo.callbacks.anomaly_metrics import AnomalyMetrics
 from adzoo.config_checks import validate_config
 from adzoo.data.datamodule import epoch_seed
 from adzoo.errors import ConfigError, OutputFolderError
+from adzoo.metrics.resample import ARTIFACT as HISTOGRAMS_FILE
+from adzoo.metrics.resample import save_histograms
 from adzoo.run_identity import (
     IDENTITY_FILE,
     CheckpointNotFoundError,
@@ -333,6 +335,7 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
     notes: dict[str, str] = {}
     conventions: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
+    histograms: dict[str, Any] = {}  # category -> per-image pixel histograms (the bootstrap's input)
     group_timings: list[dict[str, Any]] = []
     parameters: dict[str, int] = {}
     device: dict[str, Any] = {}
@@ -387,6 +390,7 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
         notes.update(results["notes"])
         conventions = results["conventions"]
         rows.extend(metrics_cb.per_image)
+        histograms.update(metrics_cb.histograms)
         n_test = len(dm.test_set)
         group_timings.append(
             {
@@ -441,6 +445,8 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
     if is_zero and rank() == 0:
         if datamodule.setting == "separate":
             _write_merged_predictions(output_dir / "predictions.csv", rows)
+            if histograms:
+                save_histograms(output_dir / HISTOGRAMS_FILE, histograms)
         atomic_write_json(results_path, payload)
         _link_latest(cfg, output_dir)
         table = format_table(per_category, mean)

@@ -46,7 +46,7 @@ EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
         "accelerator", "enable_progress_bar", "enable_model_summary", "enable_checkpointing", "log_every_n_steps",
         "default_root_dir", "deterministic", "logger", "callbacks", "benchmark", "profiler", "barebones",
     ),
-    "callbacks.metrics": ("log_images",),
+    "callbacks.metrics": ("log_images", "resample_bins"),  # resample_bins: the leaderboard's artifact, not a metric
 }  # fmt: skip
 DIGEST_CHARS = 16  # stored in results.json and identity.json, compared before a skip
 NAME_DIGEST_CHARS = 10  # in the folder name; a clash of these is still caught by the full digest

@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from adzoo.metrics import image_metrics, make_pixel_metrics
+from adzoo.metrics.resample import ARTIFACT, PerImageHistograms, save_histograms
 from adzoo.models.components import avgpool_max
 from adzoo.utils.distributed import gather_objects
 from adzoo.utils.io import atomic_write_text
@@ -30,13 +31,14 @@ PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro")
 
 
 class _CategoryState:
-    def __init__(self, backend: str, backend_kwargs: dict[str, Any]) -> None:
+    def __init__(self, backend: str, backend_kwargs: dict[str, Any], resample_bins: int) -> None:
         self.scores: list[torch.Tensor] = []
         self.pooled: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.paths: list[str] = []
         self.has_mask = True
         self.pixel = make_pixel_metrics(backend, **backend_kwargs)
+        self.per_image = PerImageHistograms(resample_bins)  # for the leaderboard's bootstrap (pixel_hist.npz)
 
 
 class AnomalyMetrics(Callback):
@@ -44,7 +46,8 @@ class AnomalyMetrics(Callback):
 
     After a test epoch, :attr:`results` holds ``{"per_category": {cat: {metric: value}}, "mean": {...}}`` and
     :attr:`per_image` holds one row per test image; with ``output_dir`` set, ``predictions.csv`` is written
-    there atomically.
+    there atomically, with ``pixel_hist.npz``: per-image pixel histograms (``resample_bins`` bins on the streaming
+    lattice) from which the leaderboard bootstraps pixel metrics without the maps.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class AnomalyMetrics(Callback):
         pool_kernel: int = 16,
         output_dir: str | None = None,
         log_images: int = 4,
+        resample_bins: int = 1024,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -66,8 +70,11 @@ class AnomalyMetrics(Callback):
         self.pool_kernel = pool_kernel
         self.output_dir = output_dir
         self.log_images = log_images
+        self.resample_bins = int(resample_bins)
+        PerImageHistograms(self.resample_bins)  # fail fast on a bad bin count
         self.results: dict[str, Any] = {}
         self.per_image: list[dict[str, Any]] = []
+        self.histograms: dict[str, Any] = {}  # category -> CategoryHistograms of the last test epoch
         self._states: dict[str, _CategoryState] = {}
         # Per category, a few test images (anomalous first) with their mask and map: for loggers and examples/.
         self._examples: dict[str, list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, str]]] = {}
@@ -94,7 +101,7 @@ class AnomalyMetrics(Callback):
             idx = torch.tensor([i for i, c in enumerate(categories) if c == category], device=maps.device)
             state = self._states.get(category)
             if state is None:
-                state = self._states[category] = _CategoryState(self.backend, self.backend_kwargs)
+                state = self._states[category] = _CategoryState(self.backend, self.backend_kwargs, self.resample_bins)
             state.scores.append(scores[idx].cpu())
             state.pooled.append(pooled[idx].cpu())
             state.labels.append(labels[idx.cpu()].cpu())
@@ -103,6 +110,7 @@ class AnomalyMetrics(Callback):
             state.has_mask = state.has_mask and category_has_mask
             if category_has_mask:
                 state.pixel.update(maps[idx], masks[idx])
+                state.per_image.update(maps[idx], masks[idx], [outputs["path"][i] for i in idx.tolist()])
         if self.log_images > 0:
             self._keep_examples(batch, maps, masks, labels, categories, list(outputs["path"]))
 
@@ -148,6 +156,7 @@ class AnomalyMetrics(Callback):
                 "paths": s.paths,
                 "has_mask": s.has_mask,
                 "pixel": s.pixel.state() if s.has_mask else None,
+                "per_image": s.per_image.state() if s.has_mask else None,
             }
             for category, s in self._states.items()
         }
@@ -156,9 +165,11 @@ class AnomalyMetrics(Callback):
             for category, st in rank_states.items():
                 if category not in merged:
                     pixel = make_pixel_metrics(self.backend, **self.backend_kwargs)
-                    merged[category] = {**st, "pixel_metrics": pixel}
+                    per_image = PerImageHistograms(self.resample_bins)
+                    merged[category] = {**st, "pixel_metrics": pixel, "per_image_hist": per_image}
                     if st["pixel"] is not None:
                         pixel.merge(st["pixel"])
+                        per_image.merge(st["per_image"])
                     continue
                 m = merged[category]
                 for key in ("scores", "pooled", "labels"):
@@ -167,12 +178,14 @@ class AnomalyMetrics(Callback):
                 m["has_mask"] = m["has_mask"] and st["has_mask"]
                 if st["pixel"] is not None:
                     m["pixel_metrics"].merge(st["pixel"])
+                    m["per_image_hist"].merge(st["per_image"])
         return merged
 
     def compute(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         per_category: dict[str, dict[str, float]] = {}
         notes: dict[str, str] = {}
         rows: list[dict[str, Any]] = []
+        self.histograms = {}
         for category, st in sorted(self._gathered().items()):
             metrics: dict[str, float] = {}
             own = image_metrics(st["scores"], st["labels"])
@@ -181,6 +194,9 @@ class AnomalyMetrics(Callback):
             metrics.update({f"{k}_avgpool": float(pooled[k]) for k in IMAGE_KEYS})
             if st["has_mask"]:
                 metrics.update({k: float(v) for k, v in st["pixel_metrics"].compute().items()})
+                hist = st["per_image_hist"].finish()
+                if hist is not None:
+                    self.histograms[category] = hist
             else:
                 notes[category] = "no pixel ground truth: pixel metrics skipped"
             if int(st["labels"].sum()) in (0, len(st["labels"])):
@@ -231,6 +247,8 @@ class AnomalyMetrics(Callback):
         if trainer.is_global_zero:
             if stage == "test" and self.output_dir is not None:
                 self.write_predictions(Path(self.output_dir) / "predictions.csv")
+                if self.histograms:
+                    save_histograms(Path(self.output_dir) / ARTIFACT, self.histograms)
                 self.save_examples(Path(self.output_dir) / "examples")
             self._log_images(trainer)
 

@@ -102,33 +102,44 @@ def _positive_groups(pos: Tensor, neg_sorted: Tensor, pos_weights: Tensor | None
     return _groups_from((ends_t + 1).cpu().numpy(), fp_gt_t.cpu().numpy(), fp_ge_t.cpu().numpy(), pro_ge_np)
 
 
-def _interleave(gt: np.ndarray, ge: np.ndarray, start: float | int, end: float | int) -> np.ndarray:
-    """Curve coordinates start, gt_1, ge_1, gt_2, ge_2, ..., end (the exact curve's vertices)."""
-    out = np.empty(2 * gt.size + 2, dtype=np.result_type(gt, ge))
-    out[0], out[-1] = start, end
-    out[1:-1:2], out[2:-1:2] = gt, ge
+def _interleave(gt: np.ndarray, ge: np.ndarray, start: float | int, end: float | int | np.ndarray) -> np.ndarray:
+    """Curve coordinates start, gt_1, ge_1, gt_2, ge_2, ..., end (the exact curve's vertices) along the last
+    axis; leading axes are a batch (bootstrap resamples), ``end`` is a scalar or one value per batch item."""
+    out = np.empty((*gt.shape[:-1], 2 * gt.shape[-1] + 2), dtype=np.result_type(gt, ge))
+    out[..., 0], out[..., -1] = start, end
+    out[..., 1:-1:2], out[..., 2:-1:2] = gt, ge
     return out
 
 
-def _auroc_from_groups(g: Groups, n_pos: int, n_neg: int) -> float:
+# The curve formulas below take Groups arrays with the groups on the last axis. One-dimensional groups give a
+# float; (R, G) groups (R bootstrap resamples of the same groups, with integer multiplicities) give R values, and
+# then n_pos / n_neg / n_regions are arrays of R counts.
+
+
+def _auroc_from_groups(g: Groups, n_pos: int | np.ndarray, n_neg: int | np.ndarray) -> float | np.ndarray:
     """Trapezoid under the ROC in integer arithmetic: exact, ties count one half."""
     x = _interleave(g.fp_gt, g.fp_ge, 0, n_neg).astype(np.int64)
     y = _interleave(g.tp_gt, g.tp_ge, 0, n_pos).astype(np.int64)
-    area2 = int((np.diff(x) * (y[1:] + y[:-1])).sum())
-    return area2 / (2 * n_pos * n_neg)
+    area2 = (np.diff(x) * (y[..., 1:] + y[..., :-1])).sum(axis=-1)
+    if area2.ndim == 0:
+        return int(area2) / (2 * n_pos * n_neg)
+    return area2 / (2.0 * np.asarray(n_pos, dtype=np.float64) * n_neg)
 
 
-def _ap_from_groups(g: Groups, n_pos: int) -> float:
+def _ap_from_groups(g: Groups, n_pos: int | np.ndarray) -> float | np.ndarray:
     """sum_n (R_n - R_{n-1}) P_n over tied-threshold groups (sklearn's average_precision_score)."""
     d_tp = (g.tp_ge - g.tp_gt).astype(np.float64)
     predicted = (g.tp_ge + g.fp_ge).astype(np.float64)
     precision = np.divide(g.tp_ge, predicted, out=np.zeros_like(predicted), where=predicted > 0)
-    return float((d_tp * precision).sum()) / n_pos
+    total = (d_tp * precision).sum(axis=-1)
+    return float(total) / n_pos if total.ndim == 0 else total / n_pos
 
 
-def _f1max_from_groups(g: Groups, n_pos: int) -> float:
+def _f1max_from_groups(g: Groups, n_pos: int | np.ndarray) -> float | np.ndarray:
     """Max F1 = 2TP / (P + TP + FP); along negatives-only runs F1 only falls, so groups suffice."""
-    return float((2.0 * g.tp_ge / (n_pos + g.tp_ge + g.fp_ge).astype(np.float64)).max())
+    n_pos = np.asarray(n_pos)[..., None]
+    best = (2.0 * g.tp_ge / (n_pos + g.tp_ge + g.fp_ge).astype(np.float64)).max(axis=-1)
+    return float(best) if best.ndim == 0 else best
 
 
 def _integrate_to_limit(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
@@ -147,13 +158,31 @@ def _integrate_to_limit(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float
     return float((np.diff(x) * (y[1:] + y[:-1])).sum() / 2) / limit
 
 
-def _aupro_from_groups(g: Groups, n_bg: int, n_regions: int, limit: float) -> float:
+def _integrate_to_limit_batched(fpr: np.ndarray, pro: np.ndarray, limit: float) -> np.ndarray:
+    """:func:`_integrate_to_limit` for (R, P) curves at once: each segment is cut at ``limit`` in place, and
+    segments that start beyond it add nothing (the same trapezoids, summed in another order)."""
+    x0, x1, y0, y1 = fpr[:, :-1], fpr[:, 1:], pro[:, :-1], pro[:, 1:]
+    x_end = np.minimum(x1, limit)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y_cut = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
+    y_end = np.where(x1 <= limit, y1, y_cut)
+    area = np.where(x0 < limit, (x_end - x0) * (y0 + y_end), 0.0)
+    return area.sum(axis=-1) / 2 / limit
+
+
+def _aupro_from_groups(
+    g: Groups, n_bg: int | np.ndarray, n_regions: int | np.ndarray, limit: float
+) -> float | np.ndarray:
     """Normalised area under mean-PRO vs FPR up to ``limit``, from grouped cumulative sums."""
     if g.pro_gt is None or g.pro_ge is None:
         raise ValueError("AUPRO needs region-overlap sums in the groups")
-    fpr = _interleave(g.fp_gt.astype(np.float64), g.fp_ge.astype(np.float64), 0.0, float(n_bg)) / n_bg
-    pro = _interleave(g.pro_gt, g.pro_ge, 0.0, float(n_regions)) / n_regions
-    return _integrate_to_limit(fpr, pro, limit)
+    n_bg_f = np.asarray(n_bg, dtype=np.float64)
+    n_regions_f = np.asarray(n_regions, dtype=np.float64)
+    fpr = _interleave(g.fp_gt.astype(np.float64), g.fp_ge.astype(np.float64), 0.0, n_bg_f)
+    pro = _interleave(g.pro_gt, g.pro_ge, 0.0, n_regions_f)
+    if fpr.ndim == 1:
+        return _integrate_to_limit(fpr / n_bg_f, pro / n_regions_f, limit)
+    return _integrate_to_limit_batched(fpr / n_bg_f[:, None], pro / n_regions_f[:, None], limit)
 
 
 def _check_limit(fpr_limit: float) -> None:
