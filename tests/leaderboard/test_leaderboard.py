@@ -64,4 +64,4 @@ def test_incomplete_runs_are_skipped(tmp_path: Path) -> None:
 def test_cli_prints_the_table(runs_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert leaderboard_main([str(runs_dir), "--out", str(tmp_path), "--no-plots"]) == 0
     out = capsys.readouterr().out
-    assert "| patchknn |" in out and "0,1" in out
+    assert "| patchknn |" in out and "| 2 (0, 1) |" in out

@@ -33,6 +33,13 @@ METRICS = (
 TOLERANCE = 1e-9
 SHORT_FINGERPRINT = 8  # hex characters shown in the data column; rows are keyed on the full digest
 TRAIN = "train"
+DEFAULT_VARIANT = "default"  # the variant column of a method with one config variant
+VARIANT_KEYS_SHOWN = 3  # config keys named in a variant cell; the rest are counted ("+N more")
+VARIANT_VALUE_CHARS = 24  # a longer value is cut, with "…"
+SEEDS_SHOWN = 6  # seeds listed in a seeds cell; longer lists keep the first few and the last
+#: identity keys that have a column of their own (and ``model.backbone``, which mirrors ``backbone``): a variant
+#: cell never repeats them
+COLUMN_KEYS = ("method_name", "profile", "data.name", "data.setting", "backbone.name", "backbone.weights")
 SAME_NUMBERS = "same computation, same numbers"
 NUMBERS_DIFFER = "same row and seed, different numbers: the newest is kept"
 
@@ -92,6 +99,7 @@ class Run:
     config_hash: str
     variant: str
     identity: str | None  # results.json ``identity.digest`` (the engine's rule; absent in older files)
+    variant_config: dict[str, Any] = field(default_factory=dict)  # :func:`variant_settings` of its config
     source_identity: str | None = None  # an eval's trained run, by its identity digest
     source_run_dir: str | None = None
     mtime: float = 0.0
@@ -136,8 +144,8 @@ def _select(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def variant_hash(config: dict[str, Any]) -> str:
-    """Hash of what the numbers depend on, except the seed and the data's location and categories.
+def variant_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What the numbers depend on, except the seed and the data's location and categories.
 
     The keys are the engine's identity sections (:mod:`adzoo.run_identity`), so an execution detail (threads,
     workers, checkpointing) never splits a row. The seed is what a row aggregates over; the data's root and
@@ -155,7 +163,63 @@ def variant_hash(config: dict[str, Any]) -> str:
             if section == "data":
                 node = _without({k: v for k, v in node.items() if k != "categories"}, "root")
         identity[section] = node
-    return _config_hash(_without(identity, "seed"))[:8]
+    return _without(identity, "seed")
+
+
+def variant_hash(config: dict[str, Any]) -> str:
+    """Hash of :func:`variant_identity`: the variant column rows are keyed on."""
+    return _config_hash(variant_identity(config))[:8]
+
+
+def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = node
+
+
+def variant_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`variant_identity` as dotted keys (``model.optimizer.lr``) → leaf values, lists kept whole.
+
+    Keys with a column of their own (:data:`COLUMN_KEYS`) are left out, and so is ``model.backbone`` where it
+    repeats the ``backbone`` section, so a variant cell names only what no other column shows.
+    """
+    identity = variant_identity(config)
+    model = identity.get("model")
+    if isinstance(model, dict) and model.get("backbone") == identity.get("backbone"):
+        identity["model"] = {k: v for k, v in model.items() if k != "backbone"}
+    flat: dict[str, Any] = {}
+    _flatten(identity, "", flat)
+    return {k: v for k, v in flat.items() if k not in COLUMN_KEYS}
+
+
+_UNSET = object()
+
+
+def _short_value(value: Any) -> str:
+    if value is _UNSET:
+        text = "unset"
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, separators=(",", ":"), default=str)  # true/false/null, 0.0005, [2,3]
+    return text if len(text) <= VARIANT_VALUE_CHARS else text[: VARIANT_VALUE_CHARS - 1] + "…"
+
+
+def describe_variant(this: dict[str, Any], variants: Sequence[dict[str, Any]]) -> str:
+    """The config values by which ``this`` differs from the method's other ``variants`` (:func:`variant_settings`
+    of each), as ``key=value, …``: at most :data:`VARIANT_KEYS_SHOWN` keys, the rest counted; ``default`` when
+    there is one variant, or when variants differ only in what other columns show."""
+    keys: dict[str, None] = {}
+    for variant in variants:
+        keys.update(dict.fromkeys(variant))
+    differing = [k for k in keys if len({_short_value(v.get(k, _UNSET)) for v in variants}) > 1]
+    if not differing:
+        return DEFAULT_VARIANT
+    text = ", ".join(f"{k}={_short_value(this.get(k, _UNSET))}" for k in differing[:VARIANT_KEYS_SHOWN])
+    more = len(differing) - VARIANT_KEYS_SHOWN
+    return text + (f" +{more} more" if more > 0 else "")
 
 
 def check_results(payload: dict[str, Any], where: Path) -> None:
@@ -260,6 +324,7 @@ def read_run(results: Path, payload: dict[str, Any]) -> Run:
         commit=str(payload["git"].get("commit", "unknown"))[:12],
         config_hash=_config_hash(payload["config"]),
         variant=variant_hash(payload["config"]),
+        variant_config=variant_settings(payload["config"]),
         identity=(payload.get("identity") or {}).get("digest"),
         source_identity=source.get("identity_digest"),
         source_run_dir=source.get("run_dir"),
@@ -371,10 +436,22 @@ class Row:
     test_s: float = 0.0
     parameters: int = 0
     throughput: float | None = None
+    variant_label: str = DEFAULT_VARIANT  # set by :func:`aggregate` (:func:`describe_variant`)
 
     @property
     def seeds(self) -> list[int]:
         return [r.seed for r in self.runs]
+
+    @property
+    def seeds_label(self) -> str:
+        """How many seeds and which: ``1 (seed 0)``, ``2 (0, 1)``; a bare ``0`` would read as "no seeds"."""
+        seeds = sorted(self.seeds)
+        if len(seeds) == 1:
+            return f"1 (seed {seeds[0]})"
+        shown = [str(s) for s in seeds]
+        if len(shown) > SEEDS_SHOWN:
+            shown = [*shown[: SEEDS_SHOWN - 2], "…", shown[-1]]
+        return f"{len(seeds)} ({', '.join(shown)})"
 
     @property
     def categories_label(self) -> str:
@@ -432,9 +509,20 @@ def aggregate(runs: Sequence[Run], metrics: Sequence[str] = METRICS) -> list[Row
         throughputs = [r.throughput for r in members if r.throughput]
         row.throughput = statistics.fmean(throughputs) if throughputs else None
         rows.append(row)
+    label_variants(rows)
     # A leaderboard reads best first: by data set and setting, then mean image AUROC (NaN last), then name.
     return sorted(rows, key=lambda r: (r.group.data, r.group.setting,
                                        -_sort_value(r.cells["mean"]["image_auroc"][0]), r.group))  # fmt: skip
+
+
+def label_variants(rows: Sequence[Row]) -> None:
+    """Set each row's :attr:`Row.variant_label`: what its config variant changes among its method's rows."""
+    by_method: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_method.setdefault(row.group.method, {})[row.group.variant] = row.runs[0].variant_config
+    for row in rows:
+        variants = by_method[row.group.method]
+        row.variant_label = describe_variant(variants[row.group.variant], list(variants.values()))
 
 
 def _sort_value(value: float) -> float:

@@ -38,13 +38,49 @@ DATA_NOTE = (
     "its fit time is '—', and fit times average over the runs that trained."
 )
 GROUP_COLUMNS = ("method", "profile", "setting", "data", "categories", "backbone", "variant", "task")
+PAPER_COLUMN = "paper (their data)"
+#: one line per main-table column, shown under the table (keyed on the header text; a column without an entry is
+#: simply not explained, and a test asks for one)
+COLUMN_LEGEND: dict[str, str] = {
+    "method": "the anomaly-detection method (its adzoo name, `method=`)",
+    "profile": "the config's size preset: cpu (small, for a CPU), demo (a short demo run), paper (the paper's own)",
+    "setting": "unified: one model for every category; separate: one model per category",
+    "data": "the data set, named by the first 8 hex of its content fingerprint (or by its root where there is none)",
+    "categories": "'all N' when the run asked for the whole data set, else the categories it used",
+    "backbone": "the pretrained feature extractor (its weights in brackets)",
+    "variant": "the config values in which this row differs from the method's other rows; 'default' when the "
+    "method has one variant (the variant hash is in the CSV and under Provenance)",
+    "task": "train, or 'eval of …' naming the trained model an evaluation measured",
+    "seeds": "how many training seeds the row aggregates, and which",
+    "I-AUROC": "image-level AUROC of the method's own anomaly score",
+    "I-AUROC (pool)": "image-level AUROC when an image's score is the max of its 16×16 average-pooled anomaly map "
+    "(UniAD/ADer convention; callbacks.metrics.pool_kernel)",
+    "P-AUROC": "pixel-level AUROC over every pixel of the test anomaly maps",
+    "AUPRO": "area under the per-region-overlap curve up to a false-positive rate of 0.3, divided by 0.3 "
+    "(callbacks.metrics.fpr_limit)",
+    "I-AP": "image-level average precision of the method's own score",
+    "P-AP": "pixel-level average precision",
+    "I-F1max": "image-level F1 at the best threshold of the method's own score",
+    "P-F1max": "pixel-level F1 at the best threshold",
+    "fit s": "training wall time in seconds, mean over the seeds that trained ('—' for an eval: it trains nothing)",
+    "test s": "test wall time in seconds, mean over seeds",
+    "params": "the model's parameters in millions, frozen backbone included",
+    "img/s": "test images per second (test images / test s)",
+    PAPER_COLUMN: "the paper's own published result, on the paper's own data (not measured here): the note it "
+    "points to is listed under the table",
+}
+# HTML cells of these columns wrap (text; the long ones wider); every other cell stays on one line (numbers)
+WRAP_COLUMNS = frozenset({"data", "backbone", "variant", "task"})
+LONG_TEXT_COLUMNS = frozenset({"run folder", "duplicates dropped", "result"})
 
 
-def group_cells(row: Row) -> list[str]:
+def group_cells(row: Row, variant_hash: bool = False) -> list[str]:
     """The row's identity as table cells: the data column names the data by fingerprint and the categories
-    column says whether it is the whole set, so two data sets or a subset never read as the same data."""
+    column says whether it is the whole set, so two data sets or a subset never read as the same data. The
+    variant column says what the variant changes (:attr:`Row.variant_label`), or its hash with ``variant_hash``."""
     g = row.group
-    return [g.method, g.profile, g.setting, g.data, row.categories_label, g.backbone, g.variant, g.task]
+    variant = g.variant if variant_hash else row.variant_label
+    return [g.method, g.profile, g.setting, g.data, row.categories_label, g.backbone, variant, g.task]
 
 
 def seconds(value: float | None) -> str:
@@ -59,22 +95,36 @@ def fmt(cell: tuple[float, float], seeds: int) -> str:
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
 
 
-def main_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+def paper_notes(rows: Sequence[Row]) -> dict[str, str]:
+    """method → its note mark (``[1]``…) for the methods in ``rows`` that have a paper number, in row order."""
+    methods = dict.fromkeys(r.group.method for r in rows if r.group.method in PAPER_NUMBERS)
+    return {m: f"[{i}]" for i, m in enumerate(methods, 1)}
+
+
+def paper_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """The papers' own numbers that the main table's paper column points to (their data, not ours)."""
+    return ["method", "note", "result"], [[m, mark, PAPER_NUMBERS[m]] for m, mark in paper_notes(rows).items()]
+
+
+def main_table(rows: Sequence[Row], paper_marks: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard; with ``paper_marks`` the paper column holds a note mark (:func:`paper_table`) instead of
+    the paper's text, which keeps a page's table narrow."""
     header = [*GROUP_COLUMNS, "seeds", *(t for _, t in MAIN_METRICS), "fit s", "test s", "params", "img/s",
-              "paper (their data)"]  # fmt: skip
+              PAPER_COLUMN]  # fmt: skip
+    papers = paper_notes(rows) if paper_marks else PAPER_NUMBERS
     body = []
     for row in rows:
         n = len(row.runs)
         body.append(
             [
                 *group_cells(row),
-                ",".join(map(str, row.seeds)),
+                row.seeds_label,
                 *(fmt(row.cells["mean"][m], n) for m, _ in MAIN_METRICS),
                 seconds(row.fit_s),
                 seconds(row.test_s),
                 f"{row.parameters / 1e6:.2f}M",
                 "—" if row.throughput is None else f"{row.throughput:.1f}",
-                PAPER_NUMBERS.get(row.group.method, "—"),
+                papers.get(row.group.method, "—"),
             ]
         )
     return header, body
@@ -82,8 +132,8 @@ def main_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
 
 def compact_table(rows: Sequence[Row]) -> str:
     """The terminal view at the end of a sweep: one Markdown line per row, the headline metrics and times."""
-    header = ["method", "profile", "setting", "data", "categories", "backbone", "task", "seeds", "I-AUROC",
-              "P-AUROC", "AUPRO", "fit s", "test s"]  # fmt: skip
+    header = ["method", "profile", "setting", "data", "categories", "backbone", "variant", "task", "seeds",
+              "I-AUROC", "P-AUROC", "AUPRO", "fit s", "test s"]  # fmt: skip
     body = [
         [
             row.group.method,
@@ -92,8 +142,9 @@ def compact_table(rows: Sequence[Row]) -> str:
             row.group.data,
             row.categories_label,
             row.group.backbone,
+            row.variant_label,
             row.group.task,
-            ",".join(map(str, row.seeds)),
+            row.seeds_label,
             *(fmt(row.cells["mean"][m], len(row.runs)) for m in PIVOT_METRICS),
             seconds(row.fit_s),
             seconds(row.test_s),
@@ -105,12 +156,13 @@ def compact_table(rows: Sequence[Row]) -> str:
 
 def pivot_table(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[str]]]:
     categories = sorted({c for r in rows for c in r.categories})
-    header = ["method", "setting", "data", "task", *categories, "mean"]
+    header = ["method", "setting", "data", "variant", "task", *categories, "mean"]
     body = []
     for row in rows:
         g = row.group
         cells = [fmt(row.cells[c][metric], len(row.runs)) if c in row.cells else "" for c in categories]
-        body.append([g.method, g.setting, g.data, g.task, *cells, fmt(row.cells["mean"][metric], len(row.runs))])
+        body.append([g.method, g.setting, g.data, row.variant_label, g.task, *cells,
+                     fmt(row.cells["mean"][metric], len(row.runs))])  # fmt: skip
     return header, body
 
 
@@ -120,14 +172,15 @@ def dropped_text(run: Run) -> str:
 
 
 def provenance(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
-    header = ["method", "setting", "data", "task", "seed", "run folder", "git commit", "config hash", "identity",
-              "duplicates dropped"]  # fmt: skip
+    header = ["method", "setting", "data", "task", "variant", "seed", "run folder", "git commit", "config hash",
+              "identity", "duplicates dropped"]  # fmt: skip
     body = [
         [
             row.group.method,
             row.group.setting,
             row.group.data,
             row.group.task,
+            row.group.variant,
             str(r.seed),
             str(r.folder),
             r.commit,
@@ -147,16 +200,28 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def legend(header: Sequence[str]) -> list[tuple[str, str]]:
+    """(column, what it means) for each column of ``header`` that :data:`COLUMN_LEGEND` explains."""
+    return [(h, COLUMN_LEGEND[h]) for h in header if h in COLUMN_LEGEND]
+
+
 def to_markdown(rows: Sequence[Row]) -> str:
+    header, body = main_table(rows, paper_marks=True)
     parts = [
         "# adzoo leaderboard",
         "",
         "Metrics in %, mean ± std over seeds, macro-averaged over categories. Every number is read from the run "
-        "folders listed under Provenance. The last column is each paper's own result on its own data, not a "
-        "number measured here. " + DATA_NOTE,
+        "folders listed under Provenance. The paper column points to each paper's own result on its own data, "
+        "not a number measured here. " + DATA_NOTE,
         "",
-        markdown_table(*main_table(rows)),
+        markdown_table(header, body),
+        "",
+        "Columns:",
+        "",
+        *(f"- **{h}**: {text}" for h, text in legend(header)),
     ]
+    if paper_notes(rows):
+        parts += ["", "Papers' own numbers (their data, not measured here):", "", markdown_table(*paper_table(rows))]
     for metric in PIVOT_METRICS:
         parts += ["", f"## {metric} per category", "", markdown_table(*pivot_table(rows, metric))]
     parts += ["", "## Provenance", "", markdown_table(*provenance(rows)), ""]
@@ -165,7 +230,7 @@ def to_markdown(rows: Sequence[Row]) -> str:
 
 def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
     categories = sorted({c for r in rows for c in r.categories})
-    columns = [*GROUP_COLUMNS, "data_id", "category_list", "seeds"]
+    columns = [*GROUP_COLUMNS, "data_id", "category_list", "variant_overrides", "seeds", "n_seeds"]
     for scope in [*categories, "mean"]:
         for m in metrics:
             columns += [f"{scope}/{m}", f"{scope}/{m}_std"]
@@ -175,8 +240,8 @@ def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(columns)
     for row in rows:
-        values: list[object] = [*group_cells(row), row.group.data_id, " ".join(row.categories),
-                                " ".join(map(str, row.seeds))]  # fmt: skip
+        values: list[object] = [*group_cells(row, variant_hash=True), row.group.data_id, " ".join(row.categories),
+                                row.variant_label, " ".join(map(str, row.seeds)), len(row.seeds)]  # fmt: skip
         for scope in [*categories, "mean"]:
             for m in metrics:
                 mean, std = row.cells.get(scope, {}).get(m, (math.nan, math.nan))
@@ -190,9 +255,19 @@ def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
 
 
 def _html_table(header: list[str], body: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    """A table in a box that scrolls sideways when the table is wider than the page (rather than squeezing it)."""
+    wrap = [' class="w"' if h in WRAP_COLUMNS else ' class="w l"' if h in LONG_TEXT_COLUMNS else "" for h in header]
+    head = "".join(f"<th{w}>{html.escape(h)}</th>" for h, w in zip(header, wrap, strict=True))
+    rows = "".join(
+        "<tr>" + "".join(f"<td{w}>{html.escape(c)}</td>" for c, w in zip(row, wrap, strict=True)) + "</tr>"
+        for row in body
+    )
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+
+
+def _html_legend(header: Sequence[str]) -> str:
+    items = "".join(f"<li><b>{html.escape(h)}</b>: {html.escape(text)}</li>" for h, text in legend(header))
+    return f"<ul class='legend'>{items}</ul>"
 
 
 def _img(path: Path) -> str:
@@ -202,17 +277,27 @@ def _img(path: Path) -> str:
 
 def to_html(rows: Sequence[Row], plots: Sequence[Path] = (), gallery: dict[str, list[Path]] | None = None) -> str:
     style = (
-        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}th{background:#f3f3f3}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:4px}"
+        "body{font-family:system-ui,sans-serif;margin:1em;color:#222;line-height:1.35}"
+        "p{max-width:75em}.scroll{overflow-x:auto;max-width:100%;margin:.8em 0}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 4px;text-align:right;font-size:12px;white-space:nowrap;"
+        "vertical-align:top}th{background:#f3f3f3;white-space:normal;vertical-align:bottom}"
+        ".w{white-space:normal;text-align:left;max-width:16em;overflow-wrap:break-word}.l{max-width:40em}"
+        "td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff;"
+        "box-shadow:1px 0 0 #ccc}th:first-child{background:#f3f3f3}tbody tr:nth-child(even) td{background:#fafafa}"
+        ".legend{columns:2 34em;column-gap:2em;font-size:13px;padding-left:1.2em;margin:.5em 0 1em}"
+        ".legend li{break-inside:avoid;margin-bottom:2px}img{max-width:100%;margin:4px}"
     )
+    header, body = main_table(rows, paper_marks=True)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>adzoo leaderboard</title><style>{style}</style>"
         "</head><body><h1>adzoo leaderboard</h1><p>Metrics in %, mean ± std over seeds, macro-averaged over "
-        "categories; every number is read from the run folders under Provenance. The last column is each paper's "
-        f"own result on its own data, not a number measured here. {html.escape(DATA_NOTE)}</p>",
-        _html_table(*main_table(rows)),
+        "categories; every number is read from the run folders under Provenance. The paper column points to each "
+        f"paper's own result on its own data, not a number measured here. {html.escape(DATA_NOTE)}</p>",
+        _html_table(header, body),
+        _html_legend(header),
     ]
+    if paper_notes(rows):
+        parts += ["<h3>Papers' own numbers (their data, not measured here)</h3>", _html_table(*paper_table(rows))]
     for metric in PIVOT_METRICS:
         parts += [f"<h2>{metric} per category</h2>", _html_table(*pivot_table(rows, metric))]
     if plots:
