@@ -437,6 +437,7 @@ class Row:
     parameters: int = 0
     throughput: float | None = None
     variant_label: str = DEFAULT_VARIANT  # set by :func:`aggregate` (:func:`describe_variant`)
+    stats: Any = None  # :class:`adzoo.leaderboard.stats.RowStats`, set by ``stats.annotate`` (intervals, marks)
 
     @property
     def seeds(self) -> list[int]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from adzoo.leaderboard.collect import Row, Run
+from adzoo.leaderboard.stats import CI_METRICS, COMPARED, Uncertainty
 
 # The papers' own headline numbers, on their own data (never on ours): shown in a labelled side column.
 PAPER_NUMBERS: dict[str, str] = {
@@ -95,6 +96,26 @@ def fmt(cell: tuple[float, float], seeds: int) -> str:
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if seeds > 1 else "")
 
 
+def cell_text(row: Row, scope: str, metric: str, marks: bool = False) -> str:
+    """``74.5 [67.2, 81.0]``: the value with its bootstrap interval, to the decimals the interval supports; with
+    several seeds the seed-to-seed sd follows; ``marks`` adds "best" / "≈ best" from the paired tests. Falls back to
+    :func:`fmt` where the run left no per-image artifacts."""
+    from adzoo.leaderboard.stats import interval_decimals
+
+    cell = row.cells.get(scope, {}).get(metric, (math.nan, math.nan))
+    interval = (row.stats.interval.get(scope, {}) if row.stats is not None else {}).get(metric)
+    if interval is None or math.isnan(cell[0]) or not all(math.isfinite(v) for v in interval):
+        return fmt(cell, len(row.runs))
+    d = interval_decimals(*interval)
+    text = f"{100 * cell[0]:.{d}f} [{100 * interval[0]:.{d}f}, {100 * interval[1]:.{d}f}]"
+    if len(row.runs) > 1:
+        text += f" sd {100 * cell[1]:.{d}f}"
+    if marks and scope == "mean" and row.stats is not None:
+        mark = row.stats.vs_best.get(metric, ("", 1.0))[0]
+        text += f" {mark}" if mark else ""
+    return text
+
+
 def paper_notes(rows: Sequence[Row]) -> dict[str, str]:
     """method → its note mark (``[1]``…) for the methods in ``rows`` that have a paper number, in row order."""
     methods = dict.fromkeys(r.group.method for r in rows if r.group.method in PAPER_NUMBERS)
@@ -114,12 +135,11 @@ def main_table(rows: Sequence[Row], paper_marks: bool = False) -> tuple[list[str
     papers = paper_notes(rows) if paper_marks else PAPER_NUMBERS
     body = []
     for row in rows:
-        n = len(row.runs)
         body.append(
             [
                 *group_cells(row),
                 row.seeds_label,
-                *(fmt(row.cells["mean"][m], n) for m, _ in MAIN_METRICS),
+                *(cell_text(row, "mean", m, marks=True) for m, _ in MAIN_METRICS),
                 seconds(row.fit_s),
                 seconds(row.test_s),
                 f"{row.parameters / 1e6:.2f}M",
@@ -145,7 +165,7 @@ def compact_table(rows: Sequence[Row]) -> str:
             row.variant_label,
             row.group.task,
             row.seeds_label,
-            *(fmt(row.cells["mean"][m], len(row.runs)) for m in PIVOT_METRICS),
+            *(cell_text(row, "mean", m, marks=True) for m in PIVOT_METRICS),
             seconds(row.fit_s),
             seconds(row.test_s),
         ]
@@ -160,9 +180,9 @@ def pivot_table(rows: Sequence[Row], metric: str) -> tuple[list[str], list[list[
     body = []
     for row in rows:
         g = row.group
-        cells = [fmt(row.cells[c][metric], len(row.runs)) if c in row.cells else "" for c in categories]
+        cells = [cell_text(row, c, metric) if c in row.cells else "" for c in categories]
         body.append([g.method, g.setting, g.data, row.variant_label, g.task, *cells,
-                     fmt(row.cells["mean"][metric], len(row.runs))])  # fmt: skip
+                     cell_text(row, "mean", metric, marks=True)])  # fmt: skip
     return header, body
 
 
@@ -205,12 +225,13 @@ def legend(header: Sequence[str]) -> list[tuple[str, str]]:
     return [(h, COLUMN_LEGEND[h]) for h in header if h in COLUMN_LEGEND]
 
 
-def to_markdown(rows: Sequence[Row]) -> str:
+def to_markdown(rows: Sequence[Row], uncertainty: Uncertainty | None = None) -> str:
     header, body = main_table(rows, paper_marks=True)
     parts = [
         "# adzoo leaderboard",
         "",
-        "Metrics in %, mean ± std over seeds, macro-averaged over categories. Every number is read from the run "
+        "Metrics in %, macro-averaged over categories, each with its bootstrap interval [low, high] (see Uncertainty "
+        "below; sd = seed-to-seed standard deviation where there are several seeds). Every number is read from the run "
         "folders listed under Provenance. The paper column points to each paper's own result on its own data, "
         "not a number measured here. " + DATA_NOTE,
         "",
@@ -224,6 +245,13 @@ def to_markdown(rows: Sequence[Row]) -> str:
         parts += ["", "Papers' own numbers (their data, not measured here):", "", markdown_table(*paper_table(rows))]
     for metric in PIVOT_METRICS:
         parts += ["", f"## {metric} per category", "", markdown_table(*pivot_table(rows, metric))]
+    if uncertainty is not None:
+        parts += ["", "## Uncertainty", "", uncertainty.text(), "", uncertainty.ranks_text()]
+        if uncertainty.diagram is not None:
+            parts += ["", f"![critical-difference diagram](plots/{uncertainty.diagram.name})"]
+        header_c, body_c = uncertainty.comparisons_table(rows)
+        if body_c:
+            parts += ["", "### Paired comparisons", "", markdown_table(header_c, body_c)]
     parts += ["", "## Provenance", "", markdown_table(*provenance(rows)), ""]
     return "\n".join(parts)
 
@@ -234,6 +262,9 @@ def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
     for scope in [*categories, "mean"]:
         for m in metrics:
             columns += [f"{scope}/{m}", f"{scope}/{m}_std"]
+            if m in CI_METRICS:
+                columns += [f"{scope}/{m}_lo", f"{scope}/{m}_hi", f"{scope}/{m}_test_lo", f"{scope}/{m}_test_hi"]
+    columns += [f"mean/{m}_vs_best" for m in COMPARED] + [f"mean/{m}_p_holm_vs_best" for m in COMPARED]
     columns += ["fit_s", "test_s", "parameters", "throughput_images_per_s", "run_folders", "git_commits",
                 "config_hashes", "dropped_duplicates"]  # fmt: skip
     buffer = io.StringIO()
@@ -246,6 +277,13 @@ def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
             for m in metrics:
                 mean, std = row.cells.get(scope, {}).get(m, (math.nan, math.nan))
                 values += ["" if math.isnan(mean) else repr(mean), "" if math.isnan(std) else repr(std)]
+                if m in CI_METRICS:
+                    for source in ("interval", "test_interval"):
+                        found = getattr(row.stats, source, {}).get(scope, {}).get(m) if row.stats else None
+                        values += ["", ""] if found is None else [repr(found[0]), repr(found[1])]
+        marks = row.stats.vs_best if row.stats is not None else {}
+        values += [marks[m][0] if m in marks else "" for m in COMPARED]
+        values += [repr(marks[m][1]) if m in marks else "" for m in COMPARED]
         values += ["" if row.fit_s is None else row.fit_s, row.test_s, row.parameters, row.throughput or ""]
         values += [" ".join(str(r.folder) for r in row.runs), " ".join(r.commit for r in row.runs),
                    " ".join(r.config_hash for r in row.runs),
@@ -275,7 +313,12 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def to_html(rows: Sequence[Row], plots: Sequence[Path] = (), gallery: dict[str, list[Path]] | None = None) -> str:
+def to_html(
+    rows: Sequence[Row],
+    plots: Sequence[Path] = (),
+    gallery: dict[str, list[Path]] | None = None,
+    uncertainty: Uncertainty | None = None,
+) -> str:
     style = (
         "body{font-family:system-ui,sans-serif;margin:1em;color:#222;line-height:1.35}"
         "p{max-width:75em}.scroll{overflow-x:auto;max-width:100%;margin:.8em 0}table{border-collapse:collapse}"
@@ -290,8 +333,9 @@ def to_html(rows: Sequence[Row], plots: Sequence[Path] = (), gallery: dict[str, 
     header, body = main_table(rows, paper_marks=True)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>adzoo leaderboard</title><style>{style}</style>"
-        "</head><body><h1>adzoo leaderboard</h1><p>Metrics in %, mean ± std over seeds, macro-averaged over "
-        "categories; every number is read from the run folders under Provenance. The paper column points to each "
+        "</head><body><h1>adzoo leaderboard</h1><p>Metrics in %, macro-averaged over "
+        "categories, each with its bootstrap interval [low, high] (see Uncertainty below); every number is read from "
+        "the run folders under Provenance. The paper column points to each "
         f"paper's own result on its own data, not a number measured here. {html.escape(DATA_NOTE)}</p>",
         _html_table(header, body),
         _html_legend(header),
@@ -300,8 +344,16 @@ def to_html(rows: Sequence[Row], plots: Sequence[Path] = (), gallery: dict[str, 
         parts += ["<h3>Papers' own numbers (their data, not measured here)</h3>", _html_table(*paper_table(rows))]
     for metric in PIVOT_METRICS:
         parts += [f"<h2>{metric} per category</h2>", _html_table(*pivot_table(rows, metric))]
+    if uncertainty is not None:
+        parts += ["<h2>Uncertainty</h2>", f"<p>{html.escape(uncertainty.text())}</p>",
+                  f"<p>{html.escape(uncertainty.ranks_text())}</p>"]  # fmt: skip
+        if uncertainty.diagram is not None and uncertainty.diagram.is_file():
+            parts.append(_img(uncertainty.diagram))
+        header_c, body_c = uncertainty.comparisons_table(rows)
+        if body_c:
+            parts += ["<h3>Paired comparisons</h3>", _html_table(header_c, body_c)]
     if plots:
-        parts.append("<h2>Plots</h2>" + "".join(_img(p) for p in plots))
+        parts.append("<h2>Plots</h2>" + "".join(_img(p) for p in plots if p != getattr(uncertainty, "diagram", None)))
     for label, images in (gallery or {}).items():
         parts.append(f"<h3>Anomaly maps: {html.escape(label)} (image | ground truth | map)</h3>")
         parts.append("".join(_img(p) for p in images))

@@ -29,13 +29,25 @@ def _is_worker() -> bool:
     return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
 
 
-def summary_line(results: dict[str, Any]) -> str:
-    """``uniad synthetic/unified seed 0: I-AUROC 64.47 P-AUROC 74.79 AUPRO 60.54 | fit 278s test 6s``."""
+def summary_line(results: dict[str, Any], intervals: dict[str, tuple[float, float]] | None = None) -> str:
+    """``uniad synthetic/unified seed 0: I-AUROC 64.5 [58.1, 70.6] P-AUROC … | fit 278s test 6s``.
+
+    ``intervals`` (from :func:`job_intervals`) adds each metric's bootstrap interval, to the decimals it supports.
+    """
+    from adzoo.leaderboard.stats import interval_decimals
+
     mean = results["metrics"]["mean"]
     cells = []
     for key, title in SUMMARY_METRICS:
         value = mean.get(key, math.nan)
-        cells.append(f"{title} {'—' if value is None or math.isnan(value) else f'{100 * value:.2f}'}")
+        found = (intervals or {}).get(key)
+        if value is None or math.isnan(value):
+            cells.append(f"{title} —")
+        elif found is not None and all(math.isfinite(v) for v in found):
+            d = interval_decimals(*found)
+            cells.append(f"{title} {100 * value:.{d}f} [{100 * found[0]:.{d}f}, {100 * found[1]:.{d}f}]")
+        else:
+            cells.append(f"{title} {100 * value:.2f}")
     timing = results.get("timing", {})
     data = results.get("data", {}).get("name", "?")
     fit = timing.get("fit_s")
@@ -44,6 +56,18 @@ def summary_line(results: dict[str, Any]) -> str:
         f"{results['method']} [{results.get('profile', '?')}] {data}/{results['setting']} seed {results['seed']}: "
         f"{' '.join(cells)} | {fit_text} test {timing.get('test_s') or 0:.0f}s"
     )
+
+
+def job_intervals(results_path: Path, payload: dict[str, Any]) -> dict[str, tuple[float, float]] | None:
+    """The run's own bootstrap intervals (default settings) from its artifacts; None when it has none."""
+    from adzoo.leaderboard.collect import LeaderboardError, read_run
+    from adzoo.leaderboard.stats import run_intervals
+
+    try:
+        return run_intervals(read_run(results_path, payload))
+    except (LeaderboardError, OSError, ValueError) as exc:
+        log.warning("no interval for %s: %s", results_path.parent, exc)
+        return None
 
 
 class JobSummary(Callback):
@@ -73,7 +97,9 @@ class JobSummary(Callback):
         results_path = run_dir / "results.json"
         if not results_path.is_file():
             return
-        print(f"[adzoo]{job} done: {summary_line(read_json(results_path))} → {run_dir}", flush=True)
+        payload = read_json(results_path)
+        line = summary_line(payload, job_intervals(results_path, payload))
+        print(f"[adzoo]{job} done: {line} → {run_dir}", flush=True)
 
 
 class SweepLeaderboard(Callback):
@@ -83,9 +109,14 @@ class SweepLeaderboard(Callback):
     leaderboard (and says so) instead of raising after the work is done.
     """
 
-    def __init__(self, enabled: bool = True, plots: bool = True) -> None:
+    def __init__(self, enabled: bool = True, plots: bool = True, bootstrap: dict[str, Any] | None = None) -> None:
+        from adzoo.leaderboard.stats import BootstrapConfig
+
         self.enabled = enabled
         self.plots = plots
+        self.bootstrap = BootstrapConfig(
+            **dict(bootstrap or {})
+        )  # a bad key or value fails at start-up, not at the end
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or _is_worker():
@@ -95,7 +126,7 @@ class SweepLeaderboard(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            rows, _ = build_leaderboard([sweep_dir], sweep_dir, plots=self.plots)
+            rows, _ = build_leaderboard([sweep_dir], sweep_dir, plots=self.plots, bootstrap=self.bootstrap)
         except LeaderboardError as exc:
             print(f"[adzoo] no leaderboard for {sweep_dir}: {exc}", flush=True)
             return
