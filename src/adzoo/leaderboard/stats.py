@@ -285,10 +285,10 @@ def check_comparable(a: Row, b: Row) -> None:
 class _Plan:
     """What one scipy bootstrap call of a group resamples, and how to turn its samples into every output."""
 
-    def __init__(self, rows: Sequence[Row], evidence: list[list[RunEvidence]], seeds_resampled: bool) -> None:
-        self.rows = rows
+    def __init__(self, categories: Sequence[str], evidence: list[list[RunEvidence]], seeds_resampled: bool) -> None:
+        self.n_rows = len(evidence)
         self.evidence = evidence
-        self.categories = list(rows[0].categories)
+        self.categories = list(categories)
         self.samples: list[np.ndarray] = []
         self.strata: list[tuple[str, int, np.ndarray]] = []  # (category, label, image indices)
         reference = evidence[0][0].categories
@@ -321,7 +321,7 @@ class _Plan:
             n = self.evidence[0][0].categories[category].labels.size
             w = weights.setdefault(category, np.zeros((n_batch, n)))
             w[:, members] += _counts(members[sample.astype(np.int64)], n)[:, members]
-        out = np.empty((len(self.rows) * len(self.scopes) * len(self.metrics), n_batch))
+        out = np.empty((self.n_rows * len(self.scopes) * len(self.metrics), n_batch))
         for r, runs in enumerate(self.evidence):
             if r in self.seed_sample:
                 seed_w = _counts(samples[self.seed_sample[r]], len(runs)) / samples[self.seed_sample[r]].shape[-1]
@@ -423,8 +423,9 @@ def annotate(rows: Sequence[Row], config: BootstrapConfig | None = None) -> list
         for other in group_rows[1:]:
             check_comparable(group_rows[0], other)
         _check_same_images(group_rows, evidence)
-        both = _bootstrap(_Plan(group_rows, evidence, seeds_resampled=True), config, 2 * g)
-        plan = _Plan(group_rows, evidence, seeds_resampled=False)
+        categories = group_rows[0].categories
+        both = _bootstrap(_Plan(categories, evidence, seeds_resampled=True), config, 2 * g)
+        plan = _Plan(categories, evidence, seeds_resampled=False)
         test_only = _bootstrap(plan, config, 2 * g + 1) if any(len(r.runs) > 1 for r in group_rows) else both
         point = plan.statistic(*plan.samples)
         for r, i in enumerate(usable):
@@ -475,6 +476,44 @@ def annotate(rows: Sequence[Row], config: BootstrapConfig | None = None) -> list
                 rows[usable[r]].stats.vs_best[m] = (mark, c.p_holm)
         groups_out.append(group)
     return groups_out
+
+
+def evidence_intervals(
+    evidence: list[RunEvidence], config: BootstrapConfig | None = None
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Intervals (scope -> metric -> (low, high)) of one row given as its seeds' evidence."""
+    config = config or BootstrapConfig()
+    plan = _Plan(sorted(evidence[0].categories), [evidence], seeds_resampled=True)
+    result = _bootstrap(plan, config, 0)
+    return {
+        scope: {
+            m: (
+                float(result.confidence_interval.low[plan.output_index(0, scope, m)]),
+                float(result.confidence_interval.high[plan.output_index(0, scope, m)]),
+            )
+            for m in plan.metrics
+        }
+        for scope in plan.scopes
+    }
+
+
+def compare_evidence(
+    a: list[RunEvidence], b: list[RunEvidence], metric: str = "image_auroc", config: BootstrapConfig | None = None
+) -> Comparison:
+    """Paired bootstrap of the macro-mean ``metric`` of row a minus row b, scored on the same test images."""
+    config = config or BootstrapConfig()
+    for ev in b:
+        for category, cat in ev.categories.items():
+            ref = a[0].categories.get(category)
+            if ref is None or ref.paths != cat.paths or not np.array_equal(ref.labels, cat.labels):
+                raise LeaderboardError(f"{ev.folder} and {a[0].folder} were not scored on the same test images")
+    plan = _Plan(sorted(a[0].categories), [a, b], seeds_resampled=True)
+    result = _bootstrap(plan, config, 0)
+    ka, kb = plan.output_index(0, "mean", metric), plan.output_index(1, "mean", metric)
+    point = plan.statistic(*plan.samples)
+    d = result.bootstrap_distribution[ka] - result.bootstrap_distribution[kb]
+    lo, hi = np.nanpercentile(d, [50 * (1 - config.confidence), 50 * (1 + config.confidence)])
+    return Comparison(metric, 0, 1, float(point[ka] - point[kb]), float(lo), float(hi), _p_two_sided(d))
 
 
 def run_intervals(run: Run, config: BootstrapConfig | None = None) -> dict[str, tuple[float, float]] | None:
