@@ -114,7 +114,7 @@ def test_a_comparison_across_fingerprints_is_refused_naming_both() -> None:
         key = RowKey("uniad", "cpu", "unified", "d", ("cat",), "bb", "v", "train", data_id)
         return Row(group=key, runs=[], categories=["cat"])
 
-    with pytest.raises(LeaderboardError, match="sha256:aaa.*sha256:bbb"):
+    with pytest.raises(LeaderboardError, match=r"sha256:aaa.*sha256:bbb"):
         check_comparable(row("sha256:aaa"), row("sha256:bbb"))
 
 
@@ -125,9 +125,9 @@ def test_interval_decimals_follow_the_interval_width() -> None:
 
 
 def test_bad_bootstrap_settings_name_the_key() -> None:
-    with pytest.raises(ValueError, match="bootstrap.method"):
+    with pytest.raises(ValueError, match=r"bootstrap\.method"):
         BootstrapConfig(method="jackknife")
-    with pytest.raises(ValueError, match="bootstrap.n_resamples"):
+    with pytest.raises(ValueError, match=r"bootstrap\.n_resamples"):
         BootstrapConfig(n_resamples=1)
 
 

@@ -223,7 +223,7 @@ def _image_metrics(ev: CategoryEvidence, weights: np.ndarray) -> dict[str, np.nd
 
 def _pixel_metrics(ev: CategoryEvidence, weights: np.ndarray) -> dict[str, np.ndarray]:
     assert ev.neg is not None and ev.pos is not None and ev.overlap is not None and ev.regions is not None
-    return pixel_metrics_from_histograms(weights, ev.neg, ev.pos, ev.overlap, ev.regions)
+    return pixel_metrics_from_histograms(weights, ev.neg, ev.pos, ev.overlap, ev.regions, keys=PIXEL_CI)
 
 
 def _counts(indices: np.ndarray, n: int) -> np.ndarray:

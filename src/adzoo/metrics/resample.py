@@ -100,8 +100,9 @@ def pixel_metrics_from_histograms(
     overlap: np.ndarray,
     regions: np.ndarray,
     fpr_limit: float = 0.3,
+    keys: tuple[str, ...] = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro"),
 ) -> dict[str, np.ndarray]:
-    """Pixel AUROC / AP / F1-max / AUPRO of R weighted sums of image histograms at once.
+    """Pixel AUROC / AP / F1-max / AUPRO (those in ``keys``) of R weighted sums of image histograms at once.
 
     ``weights`` is (R, n): how many times each image is in each resample (ones for the plain metric). The
     histograms are (n, G) in ascending-score order. Returns arrays of R values (NaN where a resample has no
@@ -119,13 +120,14 @@ def pixel_metrics_from_histograms(
     ok = (n_pos > 0) & (n_neg > 0)
     safe_pos, safe_neg = np.where(ok, n_pos, 1), np.where(ok, n_neg, 1)
     safe_regions = np.where(n_regions > 0, n_regions, 1)
+    formulas = {
+        "pixel_auroc": lambda: _auroc_from_groups(groups, safe_pos, safe_neg),
+        "pixel_ap": lambda: _ap_from_groups(groups, safe_pos),
+        "pixel_f1max": lambda: _f1max_from_groups(groups, safe_pos),
+        "pixel_aupro": lambda: _aupro_from_groups(groups, safe_neg, safe_regions, fpr_limit),
+    }
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = {
-            "pixel_auroc": _auroc_from_groups(groups, safe_pos, safe_neg),
-            "pixel_ap": _ap_from_groups(groups, safe_pos),
-            "pixel_f1max": _f1max_from_groups(groups, safe_pos),
-            "pixel_aupro": _aupro_from_groups(groups, safe_neg, safe_regions, fpr_limit),
-        }
+        out = {k: formulas[k]() for k in keys}
     return {k: np.where(ok & (n_regions > 0 if k == "pixel_aupro" else True), v, np.nan) for k, v in out.items()}
 
 
