@@ -254,5 +254,5 @@ def test_joblib_sweep_with_wandb_logs_every_job_and_the_leaderboard_table(tmp_pa
     table = json.loads(table_file.read_text())
     row = dict(zip(table["columns"], table["data"][0], strict=True))
     assert row["method"] == "patchknn" and row["seeds"] == "2 (0, 1)"
-    assert "± " in row["I-AUROC"]  # mean ± std over the two seeds, as in leaderboard.md
+    assert "[" in row["I-AUROC"] and " sd " in row["I-AUROC"]  # interval and seed sd, as in leaderboard.md
     assert "[adzoo]" in proc.stdout
