@@ -84,7 +84,8 @@ class AnomalyMetrics(Callback):
         self._states = {}
         self._examples = {}
 
-    def _update(self, outputs: dict[str, Any], batch: dict[str, Any]) -> None:
+    def _update(self, outputs: dict[str, Any], batch: dict[str, Any], keep_images: bool = False) -> None:
+        """Add a batch; ``keep_images`` also keeps its per-image histograms (test only: only test writes them)."""
         maps = outputs["anomaly_map"].float()
         if maps.dim() == 4:
             maps = maps[:, 0]
@@ -110,7 +111,8 @@ class AnomalyMetrics(Callback):
             state.has_mask = state.has_mask and category_has_mask
             if category_has_mask:
                 state.pixel.update(maps[idx], masks[idx])
-                state.per_image.update(maps[idx], masks[idx], [outputs["path"][i] for i in idx.tolist()])
+                if keep_images:
+                    state.per_image.update(maps[idx], masks[idx], [outputs["path"][i] for i in idx.tolist()])
         if self.log_images > 0:
             self._keep_examples(batch, maps, masks, labels, categories, list(outputs["path"]))
 
@@ -139,7 +141,7 @@ class AnomalyMetrics(Callback):
         self._reset()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._update(outputs, batch)
+        self._update(outputs, batch, keep_images=True)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not trainer.sanity_checking:

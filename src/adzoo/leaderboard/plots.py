@@ -22,7 +22,8 @@ def _label(row: Row) -> str:
     return f"{g.method} ({g.profile}, {g.setting}, {g.data} [{row.categories_label}], {g.variant}{task})"
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write a figure as a PNG atomically and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
@@ -45,7 +46,7 @@ def category_bars(rows: Sequence[Row], metric: str, out: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"{metric} per category")
-    return _save(fig, out / f"bars_{metric}.png")
+    return save_figure(fig, out / f"bars_{metric}.png")
 
 
 def accuracy_vs_time(rows: Sequence[Row], out: Path, metric: str = "image_auroc") -> Path:
@@ -60,7 +61,7 @@ def accuracy_vs_time(rows: Sequence[Row], out: Path, metric: str = "image_auroc"
     ax.set_xlabel("fit + test wall time (s, log; x: test only)")
     ax.set_ylabel(f"mean {metric} (%)")
     ax.set_title("accuracy vs time")
-    return _save(fig, out / "accuracy_vs_time.png")
+    return save_figure(fig, out / "accuracy_vs_time.png")
 
 
 def _predictions(folder: Path) -> list[dict[str, str]]:
@@ -97,7 +98,7 @@ def roc_curves(rows: Sequence[Row], out: Path) -> Path | None:
         return None
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("image ROC (first seed)")
-    return _save(fig, out / "roc.png")
+    return save_figure(fig, out / "roc.png")
 
 
 def gallery(rows: Sequence[Row], per_row: int = 6) -> dict[str, list[Path]]:

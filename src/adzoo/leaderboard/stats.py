@@ -27,6 +27,7 @@ Nemenyi post-hoc test (Demšar 2006), through scikit-posthocs, which also draws 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,8 +37,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from adzoo.leaderboard.collect import LeaderboardError, Row, Run
-from adzoo.metrics.functional import Groups, _ap_from_groups, _auroc_from_groups, _f1max_from_groups
+from adzoo.leaderboard.collect import LeaderboardError, Row, Run, aggregate
+from adzoo.metrics.functional import Groups, _ap_from_groups, _auroc_from_groups, _f1max_from_groups, _shift
 from adzoo.metrics.resample import ARTIFACT, load_histograms, pixel_metrics_from_histograms
 
 __all__ = [
@@ -103,10 +104,14 @@ class CategoryEvidence:
     overlap: np.ndarray | None = None
     regions: np.ndarray | None = None
 
-    def image_groups(self) -> tuple[np.ndarray, np.ndarray]:
-        """(group index per image, number of groups): images with tied scores share a group, descending."""
+    @functools.cached_property
+    def group_onehot(self) -> np.ndarray:
+        """(n, G) membership of each image in its tie group (distinct scores, descending): the image curves'
+        groups, computed once and reused by every resample."""
         distinct, inverse = np.unique(-self.scores, return_inverse=True)
-        return inverse.reshape(-1), distinct.size
+        onehot = np.zeros((self.labels.size, distinct.size))
+        onehot[np.arange(self.labels.size), inverse.reshape(-1)] = 1.0
+        return onehot
 
 
 @dataclass
@@ -201,16 +206,13 @@ def _check_against_results(run: Run, category: str, ev: CategoryEvidence, width:
 
 def _image_metrics(ev: CategoryEvidence, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Image AUROC / AP / F1-max of R weighted copies of the category's images ((R, n) integer weights)."""
-    group, n_groups = ev.image_groups()
-    onehot = np.zeros((ev.labels.size, n_groups))
-    onehot[np.arange(ev.labels.size), group] = 1.0
+    onehot = ev.group_onehot
     w = np.asarray(weights, dtype=np.float64)
     tp = np.rint((w * ev.labels) @ onehot).astype(np.int64)
     fp = np.rint((w * (1 - ev.labels)) @ onehot).astype(np.int64)
     tp_ge, fp_ge = tp.cumsum(axis=1), fp.cumsum(axis=1)
     n_pos, n_neg = tp_ge[:, -1], fp_ge[:, -1]
-    zeros = np.zeros((w.shape[0], 1), dtype=np.int64)
-    g = Groups(np.hstack([zeros, tp_ge[:, :-1]]), tp_ge, np.hstack([zeros, fp_ge[:, :-1]]), fp_ge)
+    g = Groups(_shift(tp_ge), tp_ge, _shift(fp_ge), fp_ge)
     ok = (n_pos > 0) & (n_neg > 0)
     safe_pos, safe_neg = np.where(ok, n_pos, 1), np.where(ok, n_neg, 1)
     values = {
@@ -518,8 +520,6 @@ def compare_evidence(
 
 def run_intervals(run: Run, config: BootstrapConfig | None = None) -> dict[str, tuple[float, float]] | None:
     """The mean-scope intervals of one run (the per-job summary line); None without artifacts."""
-    from adzoo.leaderboard.collect import aggregate
-
     rows = aggregate([run])
     annotate(rows, config)
     stats = rows[0].stats
@@ -587,12 +587,11 @@ def friedman_nemenyi(rows: Sequence[Row], metric: str = "image_auroc") -> RankRe
 
 def cd_diagram(result: RankResult, out: Path) -> Path:
     """The critical-difference diagram of a ranking (scikit-posthocs), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
     import scikit_posthocs as sp
+
+    from adzoo.leaderboard.plots import save_figure  # sets the Agg back-end
 
     fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.35 * len(result.entries)))
     sp.critical_difference_diagram(pd.Series(result.mean_ranks), result.nemenyi, ax=ax)
@@ -601,12 +600,7 @@ def cd_diagram(result: RankResult, out: Path) -> Path:
         "bars join rows Nemenyi cannot tell apart at 5%)",
         fontsize=8,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out)
 
 
 # -- formatting --------------------------------------------------------------------------------------------------

@@ -53,8 +53,8 @@ class Groups(NamedTuple):
 
 
 def _shift(ge: np.ndarray) -> np.ndarray:
-    """``gt`` from ``ge``: what is strictly above group j is what was at-or-above group j-1."""
-    return np.concatenate([np.zeros(1, dtype=ge.dtype), ge[:-1]])
+    """``gt`` from ``ge``: what is strictly above group j is what was at-or-above group j-1 (last axis)."""
+    return np.concatenate([np.zeros_like(ge[..., :1]), ge[..., :-1]], axis=-1)
 
 
 def _groups_from(tp_ge: np.ndarray, fp_gt: np.ndarray, fp_ge: np.ndarray, pro_ge: np.ndarray | None) -> Groups:

@@ -116,7 +116,7 @@ def pixel_metrics_from_histograms(
     n_regions = w @ regions
     tp_ge, fp_ge, pro_ge = pos_r.cumsum(axis=1), neg_r.cumsum(axis=1), ovl_r.cumsum(axis=1)
     n_pos, n_neg = tp_ge[:, -1], fp_ge[:, -1]
-    groups = Groups(_shift_rows(tp_ge), tp_ge, _shift_rows(fp_ge), fp_ge, _shift_rows(pro_ge), pro_ge)
+    groups = Groups(_shift(tp_ge), tp_ge, _shift(fp_ge), fp_ge, _shift(pro_ge), pro_ge)
     ok = (n_pos > 0) & (n_neg > 0)
     safe_pos, safe_neg = np.where(ok, n_pos, 1), np.where(ok, n_neg, 1)
     safe_regions = np.where(n_regions > 0, n_regions, 1)
@@ -129,13 +129,6 @@ def pixel_metrics_from_histograms(
     with np.errstate(invalid="ignore", divide="ignore"):
         out = {k: formulas[k]() for k in keys}
     return {k: np.where(ok & (n_regions > 0 if k == "pixel_aupro" else True), v, np.nan) for k, v in out.items()}
-
-
-def _shift_rows(ge: np.ndarray) -> np.ndarray:
-    """Row-wise :func:`adzoo.metrics.functional._shift` (what is strictly above each group)."""
-    if ge.ndim == 1:
-        return _shift(ge)
-    return np.concatenate([np.zeros((ge.shape[0], 1), dtype=ge.dtype), ge[:, :-1]], axis=1)
 
 
 class PerImageHistograms:
