@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -379,6 +380,16 @@ def _p_two_sided(differences: np.ndarray) -> float:
     return min(1.0, 2 * min(low, high))
 
 
+def _holm(p_values: list[float], multipletests: Any) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels). Its Holm branch calls ``gc.collect()``, which walks every object of
+    a process that has torch loaded (0.1 s a call); frozen objects are skipped, so they are frozen around it."""
+    gc.freeze()
+    try:
+        return multipletests(p_values, method="holm")[1]
+    finally:
+        gc.unfreeze()
+
+
 def _comparison_groups(rows: Sequence[Row]) -> dict[tuple[str, tuple[str, ...]], list[int]]:
     groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
     for i, row in enumerate(rows):
@@ -464,7 +475,7 @@ def annotate(rows: Sequence[Row], config: BootstrapConfig | None = None) -> list
                         family.append(
                             Comparison(m, usable[a], usable[b], values[a] - values[b], lo, hi, _p_two_sided(d))
                         )
-            adjusted = multipletests([c.p for c in family], method="holm")[1]
+            adjusted = _holm([c.p for c in family], multipletests)
             for c, p in zip(family, adjusted):
                 c.p_holm = float(p)
             group.comparisons.extend(family)
