@@ -22,9 +22,8 @@ from tests.conftest import TINY_DATA
 CATS = "data.categories=[fabric,pill]"
 
 
-@pytest.fixture(scope="session")
-def runs_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """Two seeds of patchknn plus a separate-setting run, made by the real app on tiny data."""
+def make_run(folder: Path, cache_dir: Path, overrides: list[str]) -> Path:
+    """One patchknn run on the tiny data, by the real app (Hydra composition and engine), into ``folder``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -33,20 +32,29 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     from adzoo._config import config_dir
     from adzoo.engine import run
 
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"paths.cache_dir={cache_dir}", "backbone=test_efficientnet", *TINY_DATA, CATS, *overrides],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(folder)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        run(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """Two seeds of patchknn plus a separate-setting run, made by the real app on tiny data."""
     root = tmp_path_factory.mktemp("sweep")
     for name, extra in [("s0", ["seed=0"]), ("s1", ["seed=1"]), ("sep", ["data.setting=separate"])]:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir(), version_base="1.3"):
-            cfg = compose(
-                "train",
-                overrides=[f"paths.cache_dir={cache_dir}", "backbone=test_efficientnet", *TINY_DATA, CATS, *extra],
-                return_hydra_config=True,
-            )
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(root / name)
-        HydraConfig.instance().set_config(cfg)
-        run(cfg)
-    GlobalHydra.instance().clear()
+        make_run(root / name, cache_dir, extra)
     return root
 
 

@@ -13,9 +13,11 @@ from adzoo.leaderboard.render import (
     COLUMN_LEGEND,
     PAPER_COLUMN,
     PAPER_NUMBERS,
+    _html_cell,
     compact_table,
     main_table,
     provenance,
+    split_shared,
     to_csv,
     to_html,
     to_markdown,
@@ -108,3 +110,25 @@ def test_paper_text_leaves_the_main_table_for_a_note(tmp_path: Path) -> None:
     assert PAPER_NUMBERS["uniad"] not in markdown.split("Columns:")[0]  # not in the main table
     page = to_html(rows)
     assert "<div class='scroll'><table>" in page and "<script" not in page and "http" not in page
+
+
+def test_page_states_shared_identity_columns_once_and_stacks_intervals() -> None:
+    header = ["method", "setting", "data", "seeds", "I-AUROC"]
+    body = [["a", "unified", "d1", "1 (seed 0)", "74.5 [67.2, 81.0] best"], ["b", "unified", "d2", "1 (seed 0)", "—"]]
+    shown, shown_body, shared = split_shared(header, body)
+    assert shown == ["method", "data", "seeds", "I-AUROC"]  # seeds is no identity column: it stays
+    assert shared == [("setting", "unified")] and shown_body[1] == ["b", "d2", "1 (seed 0)", "—"]
+    assert split_shared(header, body[:1]) == (header, body[:1], [])  # one row keeps every column
+    assert _html_cell("74.5 [67.2, 81.0] sd 1.2 ≈ best") == (
+        "74.5 <span class='mark'>≈ best</span><br><span class='ci'>[67.2, 81.0] sd 1.2</span>"
+    )
+    assert _html_cell("tf_efficientnet_lite0 (packaged)") == "tf_efficientnet_lite0 (packaged)"
+
+
+def test_html_main_table_leaves_out_what_every_row_shares(tmp_path: Path) -> None:
+    rows = _rows(_write(tmp_path / "a"), _write(tmp_path / "b", method="uniad"))
+    page = to_html(rows)
+    assert "<p class='shared'>Every row: " in page and "<b>setting</b> unified" in page
+    main = page.split("<div class='scroll'>")[1].split("</table>")[0]
+    assert "<th>setting</th>" not in main and "<th>method</th>" in main
+    assert "| setting |" in to_markdown(rows)  # the Markdown table keeps them all

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,11 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from adzoo.leaderboard.build import build_leaderboard
 from adzoo.leaderboard.collect import LeaderboardError, Row, RowKey, aggregate, collect
+from adzoo.leaderboard.render import compact_table
 from adzoo.leaderboard.stats import (
+    CI_METRICS,
     BootstrapConfig,
     CategoryEvidence,
     RunEvidence,
@@ -24,6 +28,7 @@ from adzoo.leaderboard.stats import (
 )
 from adzoo.metrics.functional import pixel_metrics
 from adzoo.metrics.resample import PerImageHistograms, pixel_metrics_from_histograms
+from tests.leaderboard.conftest import make_run
 
 FAST = BootstrapConfig(n_resamples=200, seed=0)
 
@@ -138,6 +143,7 @@ def test_real_runs_get_intervals_checked_against_results(runs_dir: Path) -> None
     annotate(rows, FAST)
     for row in rows:
         assert row.stats is not None
+        assert set(row.stats.interval["mean"]) == set(CI_METRICS)  # every metric column carries an interval
         for metric in ("image_auroc", "pixel_auroc", "pixel_aupro"):
             value = row.cells["mean"][metric][0]
             low, high = row.stats.interval["mean"][metric]
@@ -145,6 +151,25 @@ def test_real_runs_get_intervals_checked_against_results(runs_dir: Path) -> None
         if len(row.runs) > 1:  # two seeds: the row's interval also holds the seed spread
             test_low, test_high = row.stats.test_interval["mean"]["image_auroc"]
             assert math.isfinite(test_low) and math.isfinite(test_high)
+
+
+@pytest.mark.integration
+def test_a_real_leaderboard_shows_intervals_ranks_and_the_cd_diagram(
+    runs_dir: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """Three rows of the app's own runs on the same test images: the page draws the critical-difference diagram,
+    every metric cell and the end-of-sweep table carry an interval."""
+    third = make_run(tmp_path / "k3", cache_dir, ["model.k=3"])
+    rows, markdown = build_leaderboard([runs_dir, third], tmp_path / "board", bootstrap=FAST)
+    assert len(rows) == 3
+    page = (tmp_path / "board" / "leaderboard.html").read_text()
+    assert 'alt="critical_difference_image_auroc"' in page
+    assert (tmp_path / "board" / "plots" / "critical_difference_image_auroc.png").stat().st_size > 1000
+    assert "Friedman" in markdown
+    assert page.count("<span class='ci'>[") >= 3 * len(CI_METRICS)  # stacked interval cells in the main table
+    interval = re.compile(r"\d+(\.\d+)? \[\d+(\.\d+)?, \d+(\.\d+)?\]")
+    for line in compact_table(rows).splitlines()[2:]:
+        assert len(interval.findall(line)) == 3  # I-AUROC, P-AUROC and AUPRO with their intervals
 
 
 def test_friedman_needs_three_rows_and_ranks_them() -> None:

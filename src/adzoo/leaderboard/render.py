@@ -7,6 +7,7 @@ import csv
 import html
 import io
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -292,15 +293,50 @@ def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+_INTERVAL_CELL = re.compile(r"^(?P<value>\S+) (?P<interval>\[[^\]]+\])(?: sd (?P<sd>\S+))?(?: (?P<mark>≈ best|best))?$")
+
+
+def _html_cell(text: str) -> str:
+    """A :func:`cell_text` cell stacked on two lines (value and mark, then the interval and sd, smaller), which
+    halves the width an interval column needs; any other cell as it is."""
+    m = _INTERVAL_CELL.match(text)
+    if m is None:
+        return html.escape(text)
+    mark = f" <span class='mark'>{html.escape(m['mark'])}</span>" if m["mark"] else ""
+    sd = f" sd {html.escape(m['sd'])}" if m["sd"] else ""
+    return f"{html.escape(m['value'])}{mark}<br><span class='ci'>{html.escape(m['interval'])}{sd}</span>"
+
+
 def _html_table(header: list[str], body: list[list[str]]) -> str:
     """A table in a box that scrolls sideways when the table is wider than the page (rather than squeezing it)."""
     wrap = [' class="w"' if h in WRAP_COLUMNS else ' class="w l"' if h in LONG_TEXT_COLUMNS else "" for h in header]
     head = "".join(f"<th{w}>{html.escape(h)}</th>" for h, w in zip(header, wrap, strict=True))
     rows = "".join(
-        "<tr>" + "".join(f"<td{w}>{html.escape(c)}</td>" for c, w in zip(row, wrap, strict=True)) + "</tr>"
+        "<tr>" + "".join(f"<td{w}>{_html_cell(c)}</td>" for c, w in zip(row, wrap, strict=True)) + "</tr>"
         for row in body
     )
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+
+
+SHARED_COLUMNS = ("profile", "setting", "data", "categories", "backbone", "variant", "task")
+
+
+def split_shared(header: list[str], body: list[list[str]]) -> tuple[list[str], list[list[str]], list[tuple[str, str]]]:
+    """Move the identity columns in which every row agrees out of the table, as (column, value) pairs for one line
+    above it: on a page, a column repeating one value on every row only costs width. One row keeps them all."""
+    if len(body) < 2:
+        return header, body, []
+    same = [i for i, h in enumerate(header) if h in SHARED_COLUMNS and len({line[i] for line in body}) == 1]
+    keep = [i for i in range(len(header)) if i not in same]
+    shared = [(header[i], body[0][i]) for i in same]
+    return [header[i] for i in keep], [[line[i] for i in keep] for line in body], shared
+
+
+def _html_shared(shared: list[tuple[str, str]]) -> str:
+    if not shared:
+        return ""
+    items = " · ".join(f"<b>{html.escape(h)}</b> {html.escape(v)}" for h, v in shared)
+    return f"<p class='shared'>Every row: {items}</p>"
 
 
 def _html_legend(header: Sequence[str]) -> str:
@@ -329,15 +365,19 @@ def to_html(
         "box-shadow:1px 0 0 #ccc}th:first-child{background:#f3f3f3}tbody tr:nth-child(even) td{background:#fafafa}"
         ".legend{columns:2 34em;column-gap:2em;font-size:13px;padding-left:1.2em;margin:.5em 0 1em}"
         ".legend li{break-inside:avoid;margin-bottom:2px}img{max-width:100%;margin:4px}"
+        ".shared{font-size:13px;margin:.8em 0 0}.ci{color:#666;font-size:11px}"
+        ".mark{font-size:11px;font-weight:600;color:#1a6b2f}"
     )
     header, body = main_table(rows, paper_marks=True)
+    shown, shown_body, shared = split_shared(header, body)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>adzoo leaderboard</title><style>{style}</style>"
         "</head><body><h1>adzoo leaderboard</h1><p>Metrics in %, macro-averaged over "
         "categories, each with its bootstrap interval [low, high] (see Uncertainty below); every number is read from "
         "the run folders under Provenance. The paper column points to each "
         f"paper's own result on its own data, not a number measured here. {html.escape(DATA_NOTE)}</p>",
-        _html_table(header, body),
+        _html_shared(shared),
+        _html_table(shown, shown_body),
         _html_legend(header),
     ]
     if paper_notes(rows):

@@ -55,8 +55,9 @@ __all__ = [
 ]
 
 IMAGE_CI = ("image_auroc", "image_ap", "image_f1max")
-PIXEL_CI = ("pixel_auroc", "pixel_aupro")
-CI_METRICS = (*IMAGE_CI, *PIXEL_CI)
+POOL_CI = ("image_auroc_avgpool",)  # from predictions.csv's avgpool_score, where the run wrote one
+PIXEL_CI = ("pixel_auroc", "pixel_aupro", "pixel_ap", "pixel_f1max")
+CI_METRICS = (*IMAGE_CI, *POOL_CI, *PIXEL_CI)  # every metric column of the leaderboard
 COMPARED = ("image_auroc", "pixel_auroc", "pixel_aupro")  # the headline metrics get paired tests and marks
 IMAGE_TOLERANCE = 1e-9  # predictions.csv reproduces results.json's image metrics exactly
 CI_METHODS = ("percentile", "BCa", "basic")
@@ -95,7 +96,8 @@ class BootstrapConfig:
 
 @dataclass
 class CategoryEvidence:
-    """One category of one run, images in path order: labels, image scores and (optionally) pixel histograms."""
+    """One category of one run, images in path order: labels, image scores and (optionally) pooled-map scores
+    and pixel histograms."""
 
     paths: list[str]
     labels: np.ndarray
@@ -104,15 +106,25 @@ class CategoryEvidence:
     pos: np.ndarray | None = None
     overlap: np.ndarray | None = None
     regions: np.ndarray | None = None
+    pool_scores: np.ndarray | None = None  # predictions.csv's avgpool_score
 
     @functools.cached_property
     def group_onehot(self) -> np.ndarray:
         """(n, G) membership of each image in its tie group (distinct scores, descending): the image curves'
         groups, computed once and reused by every resample."""
-        distinct, inverse = np.unique(-self.scores, return_inverse=True)
-        onehot = np.zeros((self.labels.size, distinct.size))
-        onehot[np.arange(self.labels.size), inverse.reshape(-1)] = 1.0
-        return onehot
+        return _tie_groups(self.scores)
+
+    @functools.cached_property
+    def pool_onehot(self) -> np.ndarray:
+        assert self.pool_scores is not None
+        return _tie_groups(self.pool_scores)
+
+
+def _tie_groups(scores: np.ndarray) -> np.ndarray:
+    distinct, inverse = np.unique(-scores, return_inverse=True)
+    onehot = np.zeros((scores.size, distinct.size))
+    onehot[np.arange(scores.size), inverse.reshape(-1)] = 1.0
+    return onehot
 
 
 @dataclass
@@ -122,12 +134,16 @@ class RunEvidence:
     has_pixels: bool
 
 
-def _read_predictions(path: Path) -> dict[str, list[tuple[str, int, float]]]:
-    out: dict[str, list[tuple[str, int, float]]] = {}
+def _read_predictions(path: Path) -> dict[str, list[tuple[str, int, float, float]]]:
+    """category -> (path, label, score, pooled score or NaN) per image."""
+    out: dict[str, list[tuple[str, int, float, float]]] = {}
     with path.open(newline="") as handle:
         for line, row in enumerate(csv.DictReader(handle), start=2):
             try:
-                out.setdefault(row["category"], []).append((row["path"], int(row["label"]), float(row["pred_score"])))
+                pool = float(row["avgpool_score"]) if row.get("avgpool_score") not in (None, "") else math.nan
+                out.setdefault(row["category"], []).append(
+                    (row["path"], int(row["label"]), float(row["pred_score"]), pool)
+                )
             except (KeyError, TypeError, ValueError) as exc:
                 raise LeaderboardError(f"{path}:{line}: unreadable row ({exc})") from exc
     return out
@@ -154,11 +170,15 @@ def load_evidence(run: Run) -> RunEvidence | None:
         items = sorted(per_category.get(category, []))
         if not items:
             raise LeaderboardError(f"{predictions}: no rows for category {category!r} that results.json scores")
-        paths = [p for p, _, _ in items]
+        paths = [item[0] for item in items]
         if len(set(paths)) != len(paths):
             raise LeaderboardError(f"{predictions}: category {category!r} lists an image twice")
+        pool = np.asarray([item[3] for item in items])
         ev = CategoryEvidence(
-            paths, np.asarray([lab for _, lab, _ in items], dtype=np.int64), np.asarray([s for *_, s in items])
+            paths,
+            np.asarray([item[1] for item in items], dtype=np.int64),
+            np.asarray([item[2] for item in items]),
+            pool_scores=pool if np.isfinite(pool).all() else None,
         )
         hist = histograms.get(category)
         if hist is not None:
@@ -179,7 +199,7 @@ def _check_against_results(run: Run, category: str, ev: CategoryEvidence, width:
     plain = np.ones((1, ev.labels.size))
     recorded = run.per_category[category]
     got = _image_metrics(ev, plain)
-    for key in IMAGE_CI:
+    for key in got:
         want = recorded.get(key, math.nan)
         if not (math.isnan(want) and math.isnan(got[key][0])) and abs(got[key][0] - want) > IMAGE_TOLERANCE:
             raise LeaderboardError(
@@ -206,21 +226,27 @@ def _check_against_results(run: Run, category: str, ev: CategoryEvidence, width:
 
 
 def _image_metrics(ev: CategoryEvidence, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Image AUROC / AP / F1-max of R weighted copies of the category's images ((R, n) integer weights)."""
-    onehot = ev.group_onehot
+    """Image AUROC / AP / F1-max (and the pooled-map AUROC) of R weighted copies of the category's images ((R, n)
+    integer weights)."""
     w = np.asarray(weights, dtype=np.float64)
-    tp = np.rint((w * ev.labels) @ onehot).astype(np.int64)
-    fp = np.rint((w * (1 - ev.labels)) @ onehot).astype(np.int64)
+    values = _score_metrics(ev.labels, ev.group_onehot, w, full=True)
+    if ev.pool_scores is not None:
+        values["image_auroc_avgpool"] = _score_metrics(ev.labels, ev.pool_onehot, w, full=False)["image_auroc"]
+    return values
+
+
+def _score_metrics(labels: np.ndarray, onehot: np.ndarray, w: np.ndarray, full: bool) -> dict[str, np.ndarray]:
+    """The image curves of one score column: AUROC, plus AP and F1-max when ``full``."""
+    tp = np.rint((w * labels) @ onehot).astype(np.int64)
+    fp = np.rint((w * (1 - labels)) @ onehot).astype(np.int64)
     tp_ge, fp_ge = tp.cumsum(axis=1), fp.cumsum(axis=1)
     n_pos, n_neg = tp_ge[:, -1], fp_ge[:, -1]
     g = Groups(_shift(tp_ge), tp_ge, _shift(fp_ge), fp_ge)
     ok = (n_pos > 0) & (n_neg > 0)
     safe_pos, safe_neg = np.where(ok, n_pos, 1), np.where(ok, n_neg, 1)
-    values = {
-        "image_auroc": _auroc_from_groups(g, safe_pos, safe_neg),
-        "image_ap": _ap_from_groups(g, safe_pos),
-        "image_f1max": _f1max_from_groups(g, safe_pos),
-    }
+    values = {"image_auroc": _auroc_from_groups(g, safe_pos, safe_neg)}
+    if full:
+        values.update(image_ap=_ap_from_groups(g, safe_pos), image_f1max=_f1max_from_groups(g, safe_pos))
     return {k: np.where(ok, v, np.nan) for k, v in values.items()}
 
 
@@ -308,7 +334,11 @@ class _Plan:
                 if len(runs) > 1:
                     self.seed_sample[r] = len(self.samples)
                     self.samples.append(np.arange(len(runs), dtype=np.float64))
-        self.metrics = [m for m in CI_METRICS if m in IMAGE_CI or all(e.has_pixels for runs in evidence for e in runs)]
+        every = [e for runs in evidence for e in runs]
+        pooled = all(c.pool_scores is not None for e in every for c in e.categories.values())
+        has = {**dict.fromkeys(IMAGE_CI, True), **dict.fromkeys(POOL_CI, pooled)}
+        has.update(dict.fromkeys(PIXEL_CI, all(e.has_pixels for e in every)))
+        self.metrics = [m for m in CI_METRICS if has[m]]
         self.scopes = [*self.categories, "mean"]
 
     def output_index(self, row: int, scope: str, metric: str) -> int:

@@ -27,12 +27,6 @@ from torch import Tensor
 
 from adzoo.metrics._tensor import as_bhw, as_bool, as_scores, finite_minmax
 from adzoo.metrics.connected import label_numpy, region_weights
-from adzoo.metrics.functional import (
-    Groups,
-    _ap_from_groups,
-    _f1max_from_groups,
-    _shift,
-)
 from adzoo.metrics.pixel import _dyadic_grid
 from adzoo.utils.io import atomic_replace
 
@@ -92,46 +86,41 @@ class CategoryHistograms:
         return {k: float(v[0]) for k, v in values.items()}
 
 
-def _auroc_from_bins(pos: np.ndarray, neg: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray) -> np.ndarray:
-    """Pixel AUROC of (R, G) binned counts in ascending-score order: P(s+ > s-) + ½ P(tie in a bin).
+# The bin formulas below take (R, G) counts in descending-score order (a bin is a group of tied scores) and the
+# cumulative normal-pixel count ``fp`` at or above each bin, shared by all four metrics.
 
-    The same exact rational as the trapezoid under the grouped ROC (a bin is a group of tied scores), in a
-    third of its passes over the bins. Exact in int64, and in float64 while the numerator stays below 2**53.
-    """
-    neg_below = np.cumsum(neg, axis=-1) - neg  # normal pixels strictly below each bin
-    area2 = np.einsum("rg,rg->r", pos, 2 * neg_below + neg)
+
+def _auroc_from_bins(
+    pos: np.ndarray, neg: np.ndarray, fp: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray
+) -> np.ndarray:
+    """P(s+ > s-) + ½ P(tie in a bin): the same exact rational as the trapezoid under the grouped ROC, in a
+    third of its passes. Exact in int64, and in float64 while the numerator stays below 2**53."""
+    below = n_neg[:, None] - fp  # normal pixels strictly below each bin
+    area2 = np.einsum("rg,rg->r", pos, 2 * below + neg)
     return area2 / (2.0 * n_pos * n_neg)
 
 
-def _aupro_from_bins(neg: np.ndarray, overlap: np.ndarray, n_bg: np.ndarray, n_regions: np.ndarray,
+def _aupro_from_bins(fp: np.ndarray, overlap: np.ndarray, n_bg: np.ndarray, n_regions: np.ndarray,
                      limit: float) -> np.ndarray:  # fmt: skip
-    """AUPRO of (R, G) binned counts (ascending score): the PRO-vs-FPR trapezoid up to ``limit``, normalised.
-
-    With every bin a tie group, the curve's vertices are the cumulative sums from the top bin down, so the
-    trapezoids are taken on those directly, in pixel-count units, and only over the bins that some resample
-    reaches before its FPR passes ``limit``.
-    """
-    n_rows = neg.shape[0]
-    fp = np.zeros((n_rows, neg.shape[1] + 1))
-    np.cumsum(neg[:, ::-1], axis=1, out=fp[:, 1:])  # vertices: 0, then the normal pixels at or above each bin
+    """The PRO-vs-FPR trapezoid up to ``limit``, normalised: the curve's vertices are the origin and the
+    cumulative sums at each bin, taken in pixel-count units and only over the bins that some resample reaches
+    before its FPR passes ``limit``."""
+    n_rows, n_bins = fp.shape
     limit_px = limit * n_bg  # the FPR limit in pixel counts, per resample
-    reach = np.count_nonzero(fp <= limit_px[:, None], axis=1)  # vertices at or below the limit (≥ 1: the origin)
-    cols = min(int(reach.max()) + 1, fp.shape[1])
-    fp = fp[:, :cols]
-    pro = np.zeros((n_rows, cols))
-    np.cumsum(overlap[:, ::-1][:, : cols - 1], axis=1, out=pro[:, 1:])
-    x0, x1, y0, y1 = fp[:, :-1], fp[:, 1:], pro[:, :-1], pro[:, 1:]
-    inside = x1 <= limit_px[:, None]
-    area = np.where(inside, (x1 - x0) * (y0 + y1), 0.0).sum(axis=1)
+    reach = 1 + np.count_nonzero(fp <= limit_px[:, None], axis=1)  # vertices at or below the limit, origin included
+    cols = min(int(reach.max()) + 1, n_bins + 1)
+    x, y = np.zeros((n_rows, cols)), np.zeros((n_rows, cols))
+    x[:, 1:] = fp[:, : cols - 1]
+    np.cumsum(overlap[:, : cols - 1], axis=1, out=y[:, 1:])
+    x0, x1, y0, y1 = x[:, :-1], x[:, 1:], y[:, :-1], y[:, 1:]
+    area = np.where(x1 <= limit_px[:, None], (x1 - x0) * (y0 + y1), 0.0).sum(axis=1)
     # the one segment that crosses the limit, cut there by linear interpolation
-    last = reach - 1
-    crossing = reach < fp.shape[1]
-    k = np.minimum(last, cols - 2)
+    k = np.minimum(reach - 1, cols - 2)
     rows = np.arange(n_rows)
-    a0, a1, b0, b1 = fp[rows, k], fp[rows, k + 1], pro[rows, k], pro[rows, k + 1]
+    a0, a1, b0, b1 = x[rows, k], x[rows, k + 1], y[rows, k], y[rows, k + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         b_cut = b0 + (b1 - b0) * (limit_px - a0) / (a1 - a0)
-    area += np.where(crossing, (limit_px - a0) * (b0 + b_cut), 0.0)
+    area += np.where(reach <= n_bins, (limit_px - a0) * (b0 + b_cut), 0.0)
     return area / 2 / (limit_px * n_regions)
 
 
@@ -148,41 +137,38 @@ def pixel_metrics_from_histograms(
 
     ``weights`` is (R, n): how many times each image is in each resample (ones for the plain metric). The
     histograms are (n, G) in ascending-score order. Returns arrays of R values (NaN where a resample has no
-    normal or no anomalous pixel).
+    normal or no anomalous pixel, and AUPRO NaN where it has no region).
     """
+    unknown = set(keys) - set(PIXEL_KEYS)
+    if unknown:
+        raise ValueError(f"unknown pixel metric(s) {sorted(unknown)}; expected some of {PIXEL_KEYS}")
     # float64 products (BLAS; numpy has none for int64) of integer counts below 2**53 are exact integers
     w = np.asarray(weights, dtype=np.float64)
-    neg_w, pos_w = w @ neg, w @ pos
+    neg_d, pos_d = (w @ neg)[:, ::-1], (w @ pos)[:, ::-1]
+    fp = np.cumsum(neg_d, axis=1)
+    n_neg, n_pos = fp[:, -1].copy(), pos_d.sum(axis=1)
     n_regions = w @ regions
-    n_neg, n_pos = np.rint(neg_w.sum(axis=1)).astype(np.int64), np.rint(pos_w.sum(axis=1)).astype(np.int64)
     ok = (n_pos > 0) & (n_neg > 0)
-    safe_pos, safe_neg = np.where(ok, n_pos, 1), np.where(ok, n_neg, 1)
-    safe_regions = np.where(n_regions > 0, n_regions, 1)
+    safe_pos, safe_neg = np.where(ok, n_pos, 1.0), np.where(ok, n_neg, 1.0)
     out: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         if "pixel_auroc" in keys:
-            if 2.0 * float(np.max(safe_pos * safe_neg.astype(np.float64))) < 2.0**53:
-                # every partial sum of the AUROC numerator is an integer below 2**53: float64 is exact
-                out["pixel_auroc"] = _auroc_from_bins(pos_w, neg_w, safe_pos, safe_neg)
-            else:
-                counts = np.rint(pos_w).astype(np.int64), np.rint(neg_w).astype(np.int64)
-                out["pixel_auroc"] = _auroc_from_bins(*counts, safe_pos, safe_neg)
-        if "pixel_aupro" in keys:
-            out["pixel_aupro"] = np.where(
-                n_regions > 0, _aupro_from_bins(neg_w, w @ overlap, safe_neg, safe_regions, fpr_limit), np.nan
-            )
+            if 2.0 * float(np.max(safe_pos * safe_neg)) < 2.0**53:
+                out["pixel_auroc"] = _auroc_from_bins(pos_d, neg_d, fp, safe_pos, safe_neg)
+            else:  # past float64's integers: the same sums in int64
+                counts = (np.rint(a).astype(np.int64) for a in (pos_d, neg_d, fp, safe_pos, safe_neg))
+                out["pixel_auroc"] = _auroc_from_bins(*counts)
         if "pixel_ap" in keys or "pixel_f1max" in keys:
-            # descending score order: a bin is a group of tied scores
-            tp_ge = np.rint(pos_w[:, ::-1]).astype(np.int64).cumsum(axis=1)
-            fp_ge = np.rint(neg_w[:, ::-1]).astype(np.int64).cumsum(axis=1)
-            groups = Groups(_shift(tp_ge), tp_ge, _shift(fp_ge), fp_ge)
-            if "pixel_ap" in keys:
-                out["pixel_ap"] = _ap_from_groups(groups, safe_pos)
-            if "pixel_f1max" in keys:
-                out["pixel_f1max"] = _f1max_from_groups(groups, safe_pos)
-    unknown = set(keys) - set(out)
-    if unknown:
-        raise ValueError(f"unknown pixel metric(s) {sorted(unknown)}; expected some of {PIXEL_KEYS}")
+            tp = np.cumsum(pos_d, axis=1)
+            predicted = tp + fp
+            if "pixel_ap" in keys:  # sum_n (R_n - R_{n-1}) P_n, as sklearn's average_precision_score
+                out["pixel_ap"] = np.einsum("rg,rg->r", pos_d, tp / np.maximum(predicted, 1.0)) / safe_pos
+            if "pixel_f1max" in keys:  # max 2TP / (P + TP + FP)
+                out["pixel_f1max"] = (2.0 * tp / (safe_pos[:, None] + predicted)).max(axis=1)
+        if "pixel_aupro" in keys:
+            safe_regions = np.where(n_regions > 0, n_regions, 1.0)
+            aupro = _aupro_from_bins(fp, (w @ overlap)[:, ::-1], safe_neg, safe_regions, fpr_limit)
+            out["pixel_aupro"] = np.where(n_regions > 0, aupro, np.nan)
     return {k: np.where(ok, out[k], np.nan) for k in keys}
 
 
