@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,17 @@ def test_histogram_resamples_agree_with_brute_force_recomputation() -> None:
         exact = pixel_metrics(maps[d], masks[d])
         for key in ("pixel_auroc", "pixel_aupro"):
             assert fast[key][r] == pytest.approx(exact[key], abs=2e-3)
+
+
+def test_bca_falls_back_to_the_percentile_interval_where_every_resample_agrees() -> None:
+    """Perfectly separated scores give AUROC 1.0 in every resample: BCa is undefined there, the interval is [1, 1]."""
+    rng = np.random.default_rng(4)
+    ev = _image_evidence(rng.normal(10, 1, 20), rng.normal(0, 1, 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and scipy's degenerate-data warning does not reach the user
+        intervals = evidence_intervals([ev], BootstrapConfig(n_resamples=100, method="BCa"))["mean"]
+    assert intervals["image_auroc"] == (1.0, 1.0)
+    assert all(math.isfinite(v) for pair in intervals.values() for v in pair)
 
 
 def test_identical_rows_give_p_one_and_a_better_row_a_small_p() -> None:

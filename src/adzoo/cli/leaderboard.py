@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
     parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument(
-        "--ci-method", default="percentile", choices=("percentile", "BCa", "basic"), help="scipy bootstrap interval"
+        "--ci-method", default="BCa", choices=("percentile", "BCa", "basic"), help="scipy bootstrap interval (default BCa)"
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="paired tests: '≈ best' at Holm-adjusted p >= alpha")
     parser.add_argument("--wandb-group", default="adhoc", help="wandb group of the leaderboard run (default: adhoc)")
