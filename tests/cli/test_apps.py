@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,11 @@ def test_sweep_over_settings_and_resume(tmp_path: Path, cache_dir: Path) -> None
     for r in results:
         assert set(r["metrics"]["per_category"]) == {"fabric", "pill"}
     assert "I-AUROC" in first.stdout
+    # the end-of-sweep table (what `make demo` prints) and each job's summary line carry bootstrap intervals
+    table = first.stdout.split("I-AUROC", 1)[1]
+    assert re.search(r"\| \d+(\.\d+)? \[\d+(\.\d+)?, \d+(\.\d+)?\]", table), first.stdout[-2000:]
+    done = [line for line in first.stdout.splitlines() if " done: " in line]
+    assert len(done) == 2 and all(re.search(r"\[\d+(\.\d+)?, \d+(\.\d+)?\]", line) for line in done), done
     written = {p: p.read_bytes() for p in sweep.glob("*/results.json")}
     again = _run(args, tmp_path, cache_dir)
     assert (again.stdout + again.stderr).count("skipping") == 2  # both runs were complete and skipped
