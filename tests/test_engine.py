@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -171,3 +172,94 @@ def test_a_bad_file_in_a_later_category_stops_the_run_before_the_first_fit(compo
         run(cfg)
     assert str(broken[0]) in str(caught.value) and str(mask) in str(caught.value)
     assert not (tmp_path / "run" / "categories" / "fabric" / "checkpoints").exists()  # fabric never trained
+
+
+def _decision(results: dict, model: str = "unified") -> dict:
+    return results["thresholds"]["models"][model]
+
+
+def test_thresholds_are_fitted_on_the_validation_split_and_recorded(compose_cfg, tmp_path: Path) -> None:
+    import torch
+
+    from adzoo.thresholds import CHECKPOINT_KEY, DECISION_KEYS
+
+    payload = run(compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[fabric,pill]"))
+    data = payload["data"]
+    assert data["val_images"] == 2 and data["train_images"] == 10  # one of each category's 6 held out
+    decision = _decision(payload)
+    assert decision["strategy"] == "percentile" and decision["validation"]["normal_images"] == 2
+    assert math.isfinite(decision["image_threshold"]) and math.isfinite(decision["pixel_threshold"])
+    assert payload["thresholds"]["config"]["q"] == 99.0
+    for metrics in payload["metrics"]["per_category"].values():
+        assert set(DECISION_KEYS) <= set(metrics)
+    rows = list(csv.DictReader((tmp_path / "run" / "predictions.csv").read_text().splitlines()))
+    for row in rows:
+        assert int(row["is_anomalous"]) == int(float(row["pred_score"]) >= decision["image_threshold"])
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint[CHECKPOINT_KEY] == decision  # the checkpoint carries the decision
+    assert "decision [unified] percentile" in (tmp_path / "run" / "results.txt").read_text()
+
+
+def test_thresholds_do_not_move_when_test_labels_or_images_change(compose_cfg, tmp_path: Path) -> None:
+    """No leakage: relabel test images, drop one, and the thresholds stay bit for bit (only validation decides)."""
+    import shutil
+
+    run(compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[pill]"))
+    a_test_image = next(csv.DictReader((tmp_path / "run" / "predictions.csv").read_text().splitlines()))["path"]
+    generated = Path(a_test_image).parents[3]  # <tree>/pill/test/<defect>/<file>
+    root = tmp_path / "copy"
+    shutil.copytree(generated, root)
+    overrides = ["backbone=test_efficientnet", "data=mvtec", f"data.root={root}", "data.image_size=32",
+                 "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0",
+                 "data.categories=[pill]"]  # fmt: skip
+    before = run(compose_cfg(*overrides, run_dir=tmp_path / "before"))
+    test = root / "pill" / "test"
+    defect = next(d for d in sorted(test.iterdir()) if d.name != "good")
+    moved = sorted(defect.iterdir())[0]
+    shutil.move(moved, test / "good" / f"relabelled_{moved.name}")  # an anomalous image now labelled good
+    (root / "pill" / "ground_truth" / defect.name / f"{moved.stem}_mask.png").unlink()
+    sorted((test / "good").iterdir())[0].unlink()  # and a normal test image gone
+    after = run(compose_cfg(*overrides, "force=true", run_dir=tmp_path / "after"))
+    assert after["data"]["fingerprint"]["sha256"] != before["data"]["fingerprint"]["sha256"]
+    assert after["data"]["test_images"] == before["data"]["test_images"] - 1
+    assert _decision(after) == _decision(before)
+
+
+def test_percentile_99_flags_about_one_percent_of_held_out_normal_images(compose_cfg, tmp_path: Path) -> None:
+    """400 normal validation images fix the threshold; 400 normal test images (never seen) are flagged at ~1 %.
+    Tolerance: the false-alarm rate of an empirical 99th percentile of 400 scores has sd ~0.5 points, its estimate
+    on 400 test images another ~0.5, so 2.5 points is over 3.5 sd of both together."""
+    payload = run(compose_cfg(
+        "backbone=test_efficientnet", "data.image_size=32", "data.source.image_size=32", "data.batch_size=64",
+        "data.eval_batch_size=64", "data.source.n_train=400", "data.source.n_test_good=200",
+        "data.source.n_test_per_defect=1", "data.val_fraction=0.5", "data.categories=[fabric,pill]",
+    ))  # fmt: skip
+    decision = _decision(payload)
+    assert decision["validation"]["normal_images"] == 400
+    rows = list(csv.DictReader((tmp_path / "run" / "predictions.csv").read_text().splitlines()))
+    normals = [int(r["is_anomalous"]) for r in rows if r["label"] == "0"]
+    assert len(normals) == 400
+    assert abs(sum(normals) / len(normals) - 0.01) <= 0.025
+
+
+def test_decisions_that_cannot_be_fitted_fail_before_training(compose_cfg, tmp_path: Path) -> None:
+    from adzoo.errors import ConfigError
+
+    base = ["backbone=test_efficientnet", *TINY_DATA, "data.categories=[pill]"]
+    with pytest.raises(ConfigError, match=r"data\.val_anomalies"):
+        run(compose_cfg(*base, "threshold.strategy=f1_max"))
+    with pytest.raises(ConfigError, match=r"data\.val_fraction=0"):
+        run(compose_cfg(*base, "data.val_fraction=0"))
+    with pytest.raises(ValueError, match=r"data\.val_fraction=0\.95: category 'pill' has 6 training image"):
+        run(compose_cfg(*base, "data.val_fraction=0.95"))
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
+    payload = run(compose_cfg(*base, "data.val_fraction=0", "threshold.strategy=none"))
+    assert payload["thresholds"]["models"] == {} and payload["data"]["val_images"] == 0
+
+
+def test_f1_max_on_synthetic_validation_anomalies(compose_cfg) -> None:
+    payload = run(compose_cfg("backbone=test_efficientnet", *TINY_DATA, "data.categories=[pill]",
+                              "data.val_anomalies=cutpaste", "threshold.strategy=f1_max"))  # fmt: skip
+    decision = _decision(payload)
+    assert decision["strategy"] == "f1_max" and decision["validation"]["anomalous_images"] == 1
+    assert decision["validation"]["anomalies"] == "cutpaste" and "pixel_tpr" in decision["validation"]

@@ -3,6 +3,7 @@ exports next to its run, a separate-setting run exports one category, and a mist
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from adzoo.cli.export import main as export_main
 from adzoo.engine import run
 from adzoo.errors import USAGE_EXIT
 from adzoo.predict import load_model
+from adzoo.thresholds import Decision
 from tests.conftest import TINY_DATA
 
 EXPORT = str(Path(sys.executable).parent / "adzoo-export")
@@ -42,10 +44,46 @@ def test_torchscript_and_onnx_match_the_eager_model(compose_cfg, tmp_path: Path)
     images = torch.rand(3, 3, 32, 32)  # another batch size than the trace used
     with torch.no_grad():
         eager = module(images)
-        score, anomaly_map = scripted(images)
+        score, anomaly_map, *_decided = scripted(images)
     torch.testing.assert_close(score, eager.pred_score, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(anomaly_map, eager.anomaly_map, rtol=1e-4, atol=1e-4)
     assert (out / "model.onnx").is_file()
+
+
+def test_the_bundle_decides_as_the_eager_model_with_the_runs_thresholds(compose_cfg, tmp_path: Path) -> None:
+    """The traced graph carries the validation-fitted thresholds: its decisions and masks are the eager model's
+    at the run's decision, on images it was not traced with; bundle.json names the outputs and the decision."""
+    run(compose_cfg(*TINY_RUN, "data.categories=[pill]"))
+    out = tmp_path / "export"
+    assert export_main([f"ckpt={tmp_path / 'run'}", f"output={out}"]) == 0
+    bundle = json.loads((out / "bundle.json").read_text())
+    assert bundle["outputs"] == ["score", "anomaly_map", "is_anomalous", "normalised_score", "defect_mask"]
+    decision = Decision.from_dict(bundle["decision"])
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert bundle["decision"] == results["thresholds"]["models"]["unified"]
+    module, _ = load_model(tmp_path / "run")
+    module.use_feature_cache = False
+    scripted = torch.jit.load(str(out / "model.ts"))
+    images = torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        eager = module(images)
+        score, anomaly_map, is_anomalous, normalised, mask = scripted(images)
+    torch.testing.assert_close(score, eager.pred_score, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(anomaly_map, eager.anomaly_map, rtol=1e-4, atol=1e-4)
+    assert is_anomalous.dtype == torch.bool and mask.dtype == torch.bool
+    torch.testing.assert_close(normalised, decision.normalise_scores(eager.pred_score), rtol=1e-4, atol=1e-4)
+    far = (eager.pred_score - decision.image_threshold).abs() > 1e-4
+    assert torch.equal(is_anomalous[far], decision.is_anomalous(eager.pred_score)[far])
+    far_px = (eager.anomaly_map - decision.pixel_threshold).abs() > 1e-4
+    assert torch.equal(mask[far_px], decision.defect_masks(eager.anomaly_map)[far_px])
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    got = session.run(None, {"images": images.numpy()})
+    assert [o.name for o in session.get_outputs()] == bundle["outputs"]
+    assert (torch.from_numpy(got[2])[far] == decision.is_anomalous(eager.pred_score)[far]).all()
 
 
 def test_a_ckpt_path_exports_into_its_run_folder(compose_cfg, tmp_path: Path) -> None:

@@ -216,3 +216,72 @@ def test_console_script_help_and_mistake_exit_codes(tmp_path: Path) -> None:
                            timeout=120)  # fmt: skip
     assert wrong.returncode == USAGE_EXIT and "Traceback" not in wrong.stderr
     assert wrong.stderr.strip().splitlines()[-1].startswith("adzoo-predict: error: unknown key 'colour'")
+
+
+def test_predict_decides_with_the_runs_threshold_and_writes_masks_and_a_summary(
+    compose_cfg, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Decisions, masks and the summary agree with the eager model at the run's validation-fitted decision; a
+    threshold= override moves them; format=json prints the same."""
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from adzoo.data.mvtec import read_image
+    from adzoo.predict import load_model
+    from adzoo.thresholds import Decision
+
+    run_dir, rows = _train(compose_cfg, tmp_path / "run", "data.categories=[pill]")
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for row in rows:
+        shutil.copy(row["path"], folder / (Path(row["path"]).parent.name + "_" + Path(row["path"]).name))
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")  # a corrupt file among good ones
+    out = tmp_path / "out"
+    assert predict_main([f"ckpt={run_dir}", f"input={folder}", f"output={out}"]) == 0
+    assert "1 unreadable" in capsys.readouterr().out
+    results = json.loads((run_dir / "results.json").read_text())
+    decision = Decision.from_dict(results["thresholds"]["models"]["unified"])
+    module, _ = load_model(run_dir)
+    scored = _read_csv(out / "scores.csv")
+    assert len(scored) == len(rows)
+    for row in scored:
+        image = read_image(row["path"], 32)[None]
+        with torch.no_grad():
+            eager = module(image)
+        score = float(eager.pred_score[0])
+        assert float(row["pred_score"]) == pytest.approx(score, rel=1e-5)
+        if abs(score - decision.image_threshold) > 1e-5:
+            assert int(row["is_anomalous"]) == int(score >= decision.image_threshold)
+        assert float(row["normalised_score"]) == pytest.approx(float(decision.normalise_scores(score)), abs=1e-5)
+        mask = np.asarray(Image.open(out / row["mask"])) > 127
+        expected = (eager.anomaly_map[0, 0] >= decision.pixel_threshold).numpy()
+        near = (eager.anomaly_map[0, 0] - decision.pixel_threshold).abs().numpy() <= 1e-5
+        assert (mask == expected)[~near].all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == len(rows) and summary["unreadable"] == 1
+    assert summary["flagged"] == sum(int(r["is_anomalous"]) for r in scored)
+    assert summary["image_threshold"] == decision.image_threshold and summary["strategy"] == decision.strategy
+    # threshold= overrides the stored one: at the lowest score everything is flagged
+    lowest = min(float(r["pred_score"]) for r in scored)
+    assert predict_main([f"ckpt={run_dir}", f"input={folder}", f"output={tmp_path / 'low'}",
+                         f"threshold={lowest}", "format=json"]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["summary"]["flagged"] == len(rows) and printed["summary"]["strategy"] == "manual"
+    assert len(printed["errors"]) == 1 and printed["errors"][0]["path"].endswith("broken.png")
+
+
+def test_a_threshold_that_is_not_finite_is_named(
+    compose_cfg, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir, rows = _train(compose_cfg, tmp_path / "run", "data.categories=[pill]")
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    shutil.copy(rows[0]["path"], folder / "a.png")
+    for value in ("nan", "inf", "high"):
+        line = _error_line(capsys, f"ckpt={run_dir}", f"input={folder}", f"threshold={value}")
+        assert f"threshold={value}" in line and "finite" in line
+    line = _error_line(capsys, f"ckpt={run_dir}", f"input={folder}", "format=xml")
+    assert "format=xml" in line

@@ -8,6 +8,7 @@ separate trains one per category. The run folder ends with ``results.json`` (wri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import adzoo
 from adzoo.backbones.extractor import FeatureExtractor
-from adzoo.callbacks.anomaly_metrics import AnomalyMetrics
+from adzoo.callbacks.anomaly_metrics import AnomalyMetrics, prediction_fields
 from adzoo.config_checks import validate_config
 from adzoo.data.datamodule import epoch_seed
 from adzoo.errors import ConfigError, OutputFolderError
@@ -41,8 +42,9 @@ from adzoo.run_identity import (
     identity_digest,
     locate_run,
 )
+from adzoo.thresholds import CHECKPOINT_KEY, Decision, ThresholdConfig, ThresholdError, ValidationOutputs, fit_decision
 from adzoo.utils.checkpoint import AtomicCheckpointIO, check_free_space, load_checkpoint, state_bytes
-from adzoo.utils.distributed import rank
+from adzoo.utils.distributed import gather_objects, rank
 from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json, run_lock
 
 log = logging.getLogger("adzoo")
@@ -336,6 +338,8 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
     conventions: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     histograms: dict[str, Any] = {}  # category -> per-image pixel histograms (the bootstrap's input)
+    threshold_cfg = threshold_config(cfg)
+    decisions: dict[str, dict[str, Any]] = {}  # model (unified or category) -> its fitted decision
     group_timings: list[dict[str, Any]] = []
     parameters: dict[str, int] = {}
     device: dict[str, Any] = {}
@@ -371,6 +375,7 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
                 cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
             )
             fit_s: float | None = None
+            _check_decidable(threshold_cfg, dm)  # before any training: a decision that cannot be fitted fails now
             if evaluate_only:
                 ckpt = _resolve_ckpt(cfg.ckpt_path, group_dir, category)
                 _load_weights(model, ckpt)
@@ -378,6 +383,13 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
                 t0 = time.perf_counter()
                 trainer.fit(model, datamodule=dm, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), group_dir, category))
                 fit_s = time.perf_counter() - t0
+            decision = _decide(threshold_cfg, trainer, model, dm, reuse_stored=evaluate_only)
+            metrics_cb.decision = decision
+            if decision is not None:
+                model.decision = decision.to_dict()
+                decisions[label] = decision.to_dict()
+                if not evaluate_only:
+                    _store_decision(trainer)
             t0 = time.perf_counter()
             trainer.test(model, datamodule=dm, verbose=False)
             test_s = time.perf_counter() - t0
@@ -425,6 +437,7 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
         "backbone": {k: backbone.get(k) for k in ("name", "weights", "out_indices")},
         "seed": cfg.seed,
         "metrics": {"per_category": per_category, "mean": mean, "notes": notes, "conventions": conventions},
+        "thresholds": {"config": dataclasses.asdict(threshold_cfg), "models": decisions},
         "timing": {
             "fit_s": fit_total,
             "test_s": test_total,
@@ -451,11 +464,96 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
         _link_latest(cfg, output_dir)
         table = format_table(per_category, mean)
         atomic_write_text(output_dir / "results.txt", table + "\n")
+        if decisions:
+            table += "\n" + decision_summary(decisions, mean)
         if cfg.get("print_table", True):
             print(f"\n{cfg.method_name} on {datamodule.name} ({datamodule.setting}), metrics in %:\n{table}")
             fit_text = "eval only" if fit_total is None else f"fit {fit_total:.1f}s"
             print(f"{fit_text}, test {test_total:.1f}s → {results_path}")
     return payload
+
+
+def threshold_config(cfg: DictConfig) -> ThresholdConfig:
+    """The ``threshold:`` section as a :class:`ThresholdConfig` (a bad value is a one-line ConfigError)."""
+    section = OmegaConf.to_container(cfg.get("threshold") or {}, resolve=True)
+    if not isinstance(section, dict):
+        raise ConfigError(f"threshold: expected a mapping, got {section!r}")
+    unknown = set(section) - set(ThresholdConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(
+            f"threshold: unknown keys {sorted(unknown)}; known: {sorted(ThresholdConfig.__dataclass_fields__)}"
+        )
+    try:
+        return ThresholdConfig(**section)
+    except ThresholdError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _check_decidable(config: ThresholdConfig, dm: Any) -> None:
+    if not config.enabled or config.strategy == "manual":
+        return
+    if dm.val_set is None or len(dm.val_set) == 0:
+        raise ConfigError(
+            f"threshold.strategy={config.strategy} is fitted on the validation split, and data.val_fraction="
+            f"{dm.val_fraction} leaves none (set data.val_fraction > 0, or threshold.strategy=manual / none)"
+        )
+    if config.strategy == "f1_max" and dm.val_anomalies == "none":
+        raise ConfigError(
+            "threshold.strategy=f1_max needs anomalous validation images: set data.val_anomalies=confetti or "
+            "cutpaste (synthetic anomalies with exact masks), or use threshold.strategy=percentile"
+        )
+
+
+def _decide(config: ThresholdConfig, trainer: pl.Trainer, model: Any, dm: Any, reuse_stored: bool) -> Decision | None:
+    """The decision fitted on the validation split alone (never a test image). An eval keeps the decision its
+    checkpoint carries when the strategy is the same, so a re-tested model decides as its run did."""
+    if not config.enabled:
+        return None
+    stored = getattr(model, "decision", None)
+    if reuse_stored and stored and stored.get("strategy") == config.strategy and config.strategy != "manual":
+        return Decision.from_dict(stored, "checkpoint decision")
+    if config.strategy == "manual" and (dm.val_set is None or len(dm.val_set) == 0):
+        return fit_decision(config, None)
+    t0 = time.perf_counter()
+    predicted = trainer.predict(model, dataloaders=dm.val_dataloader(), return_predictions=True) or []
+    keep = ("pred_score", "anomaly_map", "label", "mask")
+    local = [{k: torch.as_tensor(b[k]).detach().cpu() for k in keep} for b in predicted]
+    batches = [b for part in gather_objects(local) for b in part]
+    try:
+        decision = fit_decision(config, ValidationOutputs.from_batches(batches, dm.val_anomalies))
+    except ThresholdError as exc:
+        raise ConfigError(str(exc)) from exc
+    assert decision is not None
+    pixel = "" if decision.pixel_threshold is None else f", pixel threshold {decision.pixel_threshold:.6g}"
+    log.info("threshold (%s) fitted on %d validation images in %.1f s: image threshold %.6g%s; validation %s",
+             config.strategy, len(dm.val_set), time.perf_counter() - t0, decision.image_threshold, pixel,
+             decision.validation)  # fmt: skip
+    return decision
+
+
+def _store_decision(trainer: pl.Trainer) -> None:
+    """Rewrite the run's checkpoint with the decision in it (the model's ``on_save_checkpoint`` adds it)."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    if path and Path(path).is_file():
+        trainer.save_checkpoint(path)
+
+
+def decision_summary(decisions: dict[str, dict[str, Any]], mean: dict[str, float]) -> str:
+    """A few lines under the metric table: each model's thresholds and the test metrics at them."""
+    lines = []
+    for label, d in decisions.items():
+        pixel = "" if d.get("pixel_threshold") is None else f", pixel {d['pixel_threshold']:.6g}"
+        val = d.get("validation") or {}
+        val_fpr = f" (validation FPR {100 * val['image_fpr']:.1f}%)" if "image_fpr" in val else ""
+        lines.append(f"decision [{label}] {d['strategy']}: image threshold {d['image_threshold']:.6g}{val_fpr}{pixel}")
+    shown = [("image_fpr_thr", "FPR"), ("image_tpr_thr", "TPR"), ("image_precision_thr", "precision"),
+             ("image_f1_thr", "F1"), ("pixel_iou_thr", "pixel IoU"), ("pixel_dice_thr", "Dice"),
+             ("pixel_pro_thr", "PRO")]  # fmt: skip
+    cells = [f"{name} {100 * mean[k]:.1f}" for k, name in shown if k in mean and not math.isnan(mean[k])]
+    if cells:
+        lines.append("test at the threshold (mean over categories, %): " + ", ".join(cells))
+    return "\n".join(lines)
 
 
 def _eval_source(cfg: DictConfig) -> dict[str, Any]:
@@ -475,6 +573,7 @@ def _load_weights(model: pl.LightningModule, ckpt: str | None) -> None:
     if ckpt is None:
         raise CheckpointNotFoundError("ckpt_path: no checkpoint to evaluate")
     state = load_checkpoint(ckpt)
+    model.decision = state.get(CHECKPOINT_KEY)
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
@@ -501,7 +600,7 @@ def _write_merged_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
     import io
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["category", "path", "label", "pred_score", "avgpool_score"])
+    writer = csv.DictWriter(buffer, fieldnames=prediction_fields(rows))
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())

@@ -1,4 +1,7 @@
-"""Score a folder of images with a trained run: anomaly maps as PNG overlays plus a CSV of scores.
+"""Score a folder of images with a trained run: a decision per image, defect masks, overlays and a summary.
+
+The decision is the one the run fitted on its validation split (:mod:`adzoo.thresholds`), carried by the
+checkpoint (or, for older checkpoints, results.json); ``threshold=`` overrides the image threshold.
 
 A run folder may come from someone else, so loading it runs none of its code: the config's targets must be on
 :mod:`adzoo.safe_load`'s allow-list and the checkpoint is read with ``torch.load(weights_only=True)``.
@@ -8,23 +11,28 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from adzoo.data.mvtec import IMAGE_EXTENSIONS, DataError, is_hidden_or_system, read_image
 from adzoo.errors import ConfigError, OutputFolderError
 from adzoo.models.base import AnomalyModule
 from adzoo.safe_load import check_trusted, instantiate_trusted
+from adzoo.thresholds import CHECKPOINT_KEY, Decision, ThresholdError
 from adzoo.utils.io import atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
-SCORE_FIELDS = ("path", "pred_score", "map_max", "map")
+SCORE_FIELDS = ("path", "pred_score", "normalised_score", "is_anomalous", "map_max", "map", "mask")
+SUMMARY_FILE = "summary.json"
 ERROR_FIELDS = ("path", "error")
 
 
@@ -55,10 +63,12 @@ class RunRef:
 
 @dataclass
 class Predictions:
-    """What :func:`predict_folder` scored, and the files it could not read (also in ``errors.csv``)."""
+    """What :func:`predict_folder` scored, the files it could not read (also in ``errors.csv``), and the summary
+    (``summary.json``: images, how many flagged, the thresholds used)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _results_above(path: Path) -> Path:
@@ -144,7 +154,7 @@ def image_size_of(config: dict[str, Any], results_file: Path) -> int:
     return size
 
 
-def _read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+def _read_checkpoint(ckpt: Path) -> dict[str, Any]:
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -158,7 +168,26 @@ def _read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
         ) from exc
     if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise CheckpointError(f"ckpt={ckpt}: no state_dict in it (expected a Lightning checkpoint of an adzoo run)")
-    return state["state_dict"]
+    return state
+
+
+def stored_decision(ref: RunRef, checkpoint: dict[str, Any]) -> Decision | None:
+    """The decision the run fitted: the checkpoint's, else the one results.json records for this model."""
+    data = checkpoint.get(CHECKPOINT_KEY)
+    where = f"{ref.ckpt} ({CHECKPOINT_KEY})"
+    if not isinstance(data, dict):
+        try:
+            models = ((read_json(ref.results_file).get("thresholds") or {}).get("models")) or {}
+        except (OSError, ValueError, AttributeError):
+            models = {}
+        data = models.get(ref.category or "unified")
+        where = f"{ref.results_file} (thresholds.models)"
+    if not isinstance(data, dict):
+        return None
+    try:
+        return Decision.from_dict(data, where)
+    except ThresholdError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def load_run(
@@ -168,10 +197,12 @@ def load_run(
     ref = find_run(ckpt, category)
     config = read_run_config(ref.results_file)
     image_size_of(config, ref.results_file)
-    state_dict = _read_state_dict(ref.ckpt)
+    checkpoint = _read_checkpoint(ref.ckpt)
     model: AnomalyModule = instantiate_trusted(config["model"], str(ref.results_file))
+    decision = stored_decision(ref, checkpoint)
+    model.decision = None if decision is None else decision.to_dict()
     try:
-        model.load_state_dict(state_dict)
+        model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:  # another run's checkpoint, or one cut to the wrong keys
         raise CheckpointError(f"ckpt={ref.ckpt}: does not fit the run's config.model ({_first_line(exc)})") from exc
     return model.to(device).eval(), config, ref
@@ -235,6 +266,26 @@ def _write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) 
     atomic_write_text(path, buffer.getvalue())
 
 
+def check_threshold(value: str | float | None, key: str) -> float | None:
+    """``threshold=`` / ``pixel_threshold=`` as a finite float (None when not given), or a one-line error."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}={value}: expected a finite number (a raw score of this run's method)")
+    return number
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    """The mask's boundary pixels (the mask minus its erosion), for drawing an outline."""
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
 @torch.no_grad()
 def predict_folder(
     ckpt: Path,
@@ -243,19 +294,44 @@ def predict_folder(
     batch_size: int = 16,
     device: str = "cpu",
     category: str | None = None,
+    threshold: float | str | None = None,
+    pixel_threshold: float | str | None = None,
 ) -> Predictions:
-    """Write ``scores.csv``, ``errors.csv`` and ``maps/<relative path>.png`` (image | map overlay) for every image
-    under ``input_dir``. An unreadable image is skipped with a warning and listed in ``errors.csv``."""
+    """Score every image under ``input_dir`` and write, into ``output_dir``:
+
+    * ``scores.csv``: raw score, normalised score (0.5 = at the threshold), ``is_anomalous``, map and mask files;
+    * ``maps/<relative path>.png``: image with the defect mask's outline | map overlay;
+    * ``masks/<relative path>.png``: the binary defect mask (map >= pixel threshold), 0/255;
+    * ``summary.json``: how many images were flagged, with the thresholds used;
+    * ``errors.csv``: images that could not be read (skipped with a warning; the rest are still scored).
+
+    The decision is the run's own (fitted on its validation split); ``threshold``/``pixel_threshold`` override it.
+    A run without one (``threshold.strategy=none``, or older runs) gets scores and maps only.
+    """
     from matplotlib import colormaps
     from PIL import Image
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size}: expected a positive integer")
+    image_override = check_threshold(threshold, "threshold")
+    pixel_override = check_threshold(pixel_threshold, "pixel_threshold")
     check_device(device)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     images = list_images(input_dir, exclude=output_dir)
     model, config, ref = load_run(ckpt, device, category)
     image_size = image_size_of(config, ref.results_file)
+    decision = None if model.decision is None else Decision.from_dict(model.decision)
+    if image_override is not None:
+        if decision is None:
+            decision = Decision("manual", image_override, image_override - 0.5, image_override + 0.5)
+        else:
+            decision = decision.with_image_threshold(image_override)
+    if pixel_override is not None:
+        if decision is None:
+            raise ConfigError("pixel_threshold= needs an image threshold too: pass threshold= (this run has none)")
+        decision = decision.with_pixel_threshold(pixel_override)
+        if decision.pixel_low is None or decision.pixel_high is None:
+            decision.pixel_low, decision.pixel_high = pixel_override - 0.5, pixel_override + 0.5
     _make_folder(output_dir, "output")
 
     result = Predictions()
@@ -287,15 +363,47 @@ def predict_folder(
     all_maps = torch.cat(maps)
     low, high = float(all_maps.min()), float(all_maps.max())  # one colour scale for the whole folder
     colormap = colormaps["jet"]
+    has_masks = decision is not None and decision.pixel_threshold is not None
     for path, score, image, anomaly_map in zip(readable, scores, tensors, all_maps):
+        relative = path.relative_to(input_dir)
         heat = colormap(((anomaly_map - low) / max(high - low, 1e-12)).clamp(0, 1).numpy())[..., :3]
-        overlay = 0.5 * image.permute(1, 2, 0).numpy() + 0.5 * heat
-        panel = torch.cat([image.permute(1, 2, 0), torch.from_numpy(overlay).float()], dim=1).numpy()
-        name = map_name(path.relative_to(input_dir))
+        picture = image.permute(1, 2, 0).numpy().copy()
+        overlay = 0.5 * picture + 0.5 * heat
+        row: dict[str, Any] = {"path": str(path), "pred_score": score, "map_max": float(anomaly_map.max())}
+        if decision is not None:
+            row["normalised_score"] = float(decision.normalise_scores(score))
+            row["is_anomalous"] = int(bool(decision.is_anomalous(score)))
+        if has_masks:
+            assert decision is not None
+            defect = decision.defect_masks(anomaly_map).numpy()
+            outline = _contour(defect)
+            picture[outline], overlay[outline] = (1.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # red outline on the image
+            mask_name = Path("masks", *relative.parts[:-1], relative.name + ".png")
+            _make_folder((output_dir / mask_name).parent, "output")
+            Image.fromarray(defect.astype(np.uint8) * 255).save(output_dir / mask_name)
+            row["mask"] = mask_name.as_posix()
+        panel = np.concatenate([picture, overlay], axis=1)
+        name = map_name(relative)
         _make_folder((output_dir / name).parent, "output")
         Image.fromarray((panel.clip(0, 1) * 255).round().astype("uint8")).save(output_dir / name)
-        result.rows.append(
-            {"path": str(path), "pred_score": score, "map_max": float(anomaly_map.max()), "map": name.as_posix()}
-        )
+        row["map"] = name.as_posix()
+        result.rows.append(row)
     _write_csv(output_dir / "scores.csv", SCORE_FIELDS, result.rows)
+    result.summary = _summary(result, decision)
+    atomic_write_text(output_dir / SUMMARY_FILE, json.dumps(result.summary, indent=2) + "\n")
     return result
+
+
+def _summary(result: Predictions, decision: Decision | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"images": len(result.rows), "unreadable": len(result.errors)}
+    if decision is None:
+        summary["decision"] = None
+        return summary
+    summary.update(
+        flagged=sum(r["is_anomalous"] for r in result.rows),
+        strategy=decision.strategy,
+        image_threshold=decision.image_threshold,
+        pixel_threshold=decision.pixel_threshold,
+        flagged_paths=[r["path"] for r in result.rows if r["is_anomalous"]],
+    )
+    return summary

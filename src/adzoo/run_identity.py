@@ -37,7 +37,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from adzoo.errors import ConfigError
 
 #: config sections whose resolved values define the run
-IDENTITY_SECTIONS = ("method_name", "profile", "seed", "data", "model", "backbone", "trainer", "callbacks.metrics")
+IDENTITY_SECTIONS = (
+    "method_name", "profile", "seed", "data", "model", "backbone", "trainer", "callbacks.metrics", "threshold",
+)  # fmt: skip
 #: keys inside those sections that do not change a number
 EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("num_workers", "pin_memory", "eval_batch_size"),

@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import Callback
 from adzoo.metrics import image_metrics, make_pixel_metrics
 from adzoo.metrics.resample import ARTIFACT, PerImageHistograms, save_histograms
 from adzoo.models.components import avgpool_max
+from adzoo.thresholds import Decision, PixelDecisionCounts, image_decision_metrics
 from adzoo.utils.distributed import gather_objects
 from adzoo.utils.io import atomic_write_text
 
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("image_auroc", "image_ap", "image_f1max")
 PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro")
+PREDICTION_FIELDS = ("category", "path", "label", "pred_score", "avgpool_score")
+DECISION_FIELDS = ("normalised_score", "is_anomalous")  # with a fitted decision (adzoo.thresholds)
+
+
+def prediction_fields(rows: list[dict[str, Any]]) -> list[str]:
+    """predictions.csv's columns: the decision columns only when the rows carry them."""
+    return [*PREDICTION_FIELDS, *(DECISION_FIELDS if rows and DECISION_FIELDS[0] in rows[0] else ())]
 
 
 class _CategoryState:
@@ -39,6 +47,7 @@ class _CategoryState:
         self.has_mask = True
         self.pixel = make_pixel_metrics(backend, **backend_kwargs)
         self.per_image = PerImageHistograms(resample_bins)  # for the leaderboard's bootstrap (pixel_hist.npz)
+        self.pixel_decision: PixelDecisionCounts | None = None  # masks at the pixel threshold (test only)
 
 
 class AnomalyMetrics(Callback):
@@ -75,6 +84,8 @@ class AnomalyMetrics(Callback):
         self.results: dict[str, Any] = {}
         self.per_image: list[dict[str, Any]] = []
         self.histograms: dict[str, Any] = {}  # category -> CategoryHistograms of the last test epoch
+        #: the decision fitted on the validation split (set by the app before testing): test metrics at it
+        self.decision: Decision | None = None
         self._states: dict[str, _CategoryState] = {}
         # Per category, a few test images (anomalous first) with their mask and map: for loggers and examples/.
         self._examples: dict[str, list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, str]]] = {}
@@ -113,6 +124,10 @@ class AnomalyMetrics(Callback):
                 state.pixel.update(maps[idx], masks[idx])
                 if keep_images:
                     state.per_image.update(maps[idx], masks[idx], [outputs["path"][i] for i in idx.tolist()])
+                    if self.decision is not None and self.decision.pixel_threshold is not None:
+                        if state.pixel_decision is None:
+                            state.pixel_decision = PixelDecisionCounts(self.decision.pixel_threshold)
+                        state.pixel_decision.update(maps[idx], masks[idx])
         if self.log_images > 0:
             self._keep_examples(batch, maps, masks, labels, categories, list(outputs["path"]))
 
@@ -159,6 +174,7 @@ class AnomalyMetrics(Callback):
                 "has_mask": s.has_mask,
                 "pixel": s.pixel.state() if s.has_mask else None,
                 "per_image": s.per_image.state() if s.has_mask else None,
+                "pixel_decision": s.pixel_decision.state() if s.has_mask and s.pixel_decision else None,
             }
             for category, s in self._states.items()
         }
@@ -168,10 +184,14 @@ class AnomalyMetrics(Callback):
                 if category not in merged:
                     pixel = make_pixel_metrics(self.backend, **self.backend_kwargs)
                     per_image = PerImageHistograms(self.resample_bins)
-                    merged[category] = {**st, "pixel_metrics": pixel, "per_image_hist": per_image}
+                    decided = PixelDecisionCounts(self.decision.pixel_threshold) if self._pixel_decided else None
+                    merged[category] = {**st, "pixel_metrics": pixel, "per_image_hist": per_image,
+                                        "pixel_decided": decided}  # fmt: skip
                     if st["pixel"] is not None:
                         pixel.merge(st["pixel"])
                         per_image.merge(st["per_image"])
+                    if decided is not None and st["pixel_decision"] is not None:
+                        decided.merge(st["pixel_decision"])
                     continue
                 m = merged[category]
                 for key in ("scores", "pooled", "labels"):
@@ -181,7 +201,13 @@ class AnomalyMetrics(Callback):
                 if st["pixel"] is not None:
                     m["pixel_metrics"].merge(st["pixel"])
                     m["per_image_hist"].merge(st["per_image"])
+                if m["pixel_decided"] is not None and st["pixel_decision"] is not None:
+                    m["pixel_decided"].merge(st["pixel_decision"])
         return merged
+
+    @property
+    def _pixel_decided(self) -> bool:
+        return self.decision is not None and self.decision.pixel_threshold is not None
 
     def compute(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         per_category: dict[str, dict[str, float]] = {}
@@ -194,26 +220,32 @@ class AnomalyMetrics(Callback):
             pooled = image_metrics(st["pooled"], st["labels"])
             metrics.update({k: float(own[k]) for k in IMAGE_KEYS})
             metrics.update({f"{k}_avgpool": float(pooled[k]) for k in IMAGE_KEYS})
+            if self.decision is not None:  # the test metrics at the validation-fitted thresholds
+                metrics.update(image_decision_metrics(st["scores"], st["labels"], self.decision.image_threshold))
             if st["has_mask"]:
                 metrics.update({k: float(v) for k, v in st["pixel_metrics"].compute().items()})
                 hist = st["per_image_hist"].finish()
                 if hist is not None:
                     self.histograms[category] = hist
+                if st["pixel_decided"] is not None and st["pixel_decided"].tp + st["pixel_decided"].fn > 0:
+                    metrics.update(st["pixel_decided"].compute())
             else:
                 notes[category] = "no pixel ground truth: pixel metrics skipped"
             if int(st["labels"].sum()) in (0, len(st["labels"])):
                 notes[category] = "only one image label present: image metrics undefined (nan)"
             per_category[category] = metrics
             for path, score, pool, label in zip(st["paths"], st["scores"], st["pooled"], st["labels"]):
-                rows.append(
-                    {
-                        "category": category,
-                        "path": path,
-                        "label": int(label),
-                        "pred_score": float(score),
-                        "avgpool_score": float(pool),
-                    }
-                )
+                row = {
+                    "category": category,
+                    "path": path,
+                    "label": int(label),
+                    "pred_score": float(score),
+                    "avgpool_score": float(pool),
+                }
+                if self.decision is not None:
+                    row["normalised_score"] = float(self.decision.normalise_scores(float(score)))
+                    row["is_anomalous"] = int(bool(self.decision.is_anomalous(float(score))))
+                rows.append(row)
         keys = sorted({k for m in per_category.values() for k in m})
         mean = {}
         for key in keys:
@@ -264,7 +296,7 @@ class AnomalyMetrics(Callback):
     # -- outputs ---------------------------------------------------------------------------------------
     def write_predictions(self, path: Path) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["category", "path", "label", "pred_score", "avgpool_score"])
+        writer = csv.DictWriter(buffer, fieldnames=prediction_fields(self.per_image))
         writer.writeheader()
         writer.writerows(self.per_image)
         atomic_write_text(path, buffer.getvalue())

@@ -33,19 +33,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
     parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     parser.add_argument(
-        "--ci-method", default="BCa", choices=("percentile", "BCa", "basic"), help="scipy bootstrap interval (default BCa)"
+        "--ci-method",
+        default="BCa",
+        choices=("percentile", "BCa", "basic"),
+        help="scipy bootstrap interval (default BCa)",
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="paired tests: '≈ best' at Holm-adjusted p >= alpha")
+    parser.add_argument(
+        "--thresholds",
+        action="store_true",
+        help="add the test metrics at each run's validation-fitted thresholds (FPR, TPR, precision, F1, IoU, "
+        "Dice, PRO)",
+    )
     parser.add_argument("--wandb-group", default="adhoc", help="wandb group of the leaderboard run (default: adhoc)")
     args = parser.parse_args(argv)
     out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
     try:
         bootstrap = BootstrapConfig(args.resamples, args.seed, args.confidence, args.ci_method, args.alpha)
-        rows, _ = build_leaderboard(args.runs, out, plots=not args.no_plots, bootstrap=bootstrap)
+        rows, _ = build_leaderboard(
+            args.runs, out, plots=not args.no_plots, bootstrap=bootstrap, thresholds=args.thresholds
+        )
     except LeaderboardError as exc:
         print(f"adzoo-leaderboard: refused: {exc}", file=sys.stderr)
         return 2
-    print(markdown_table(*main_table(rows)))
+    print(markdown_table(*main_table(rows, thresholds=args.thresholds)))
     print(f"\nwrote {out / 'leaderboard.md'}, .csv, .html ({len(rows)} rows)")
     if args.wandb:
         from adzoo.leaderboard.wandb_table import log_leaderboard

@@ -1,5 +1,6 @@
 """``adzoo-predict ckpt=<run folder or .ckpt> input=<folder> [output=<folder>] [device=cpu] [batch_size=16]
-[category=<name>]``: score a folder of images with a trained run.
+[category=<name>] [threshold=<score>] [pixel_threshold=<score>] [format=text|json]``: decide, per image of a
+folder, whether it is anomalous and where, with a trained run.
 
 A mistake (an unknown key, a missing or truncated checkpoint, a run folder whose config names code outside the
 allow-list) prints one line, ``adzoo-predict: error: ...``, and exits with status 2.
@@ -7,6 +8,7 @@ allow-list) prints one line, ``adzoo-predict: error: ...``, and exits with statu
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -21,7 +23,11 @@ KEYS = {
     "device": "cpu (default), cuda or cuda:N",
     "batch_size": "images per forward pass, a positive integer (default 16)",
     "category": "which model of a separate-setting run (required when it has several)",
+    "threshold": "image threshold in raw score units, overriding the one the run fitted on its validation split",
+    "pixel_threshold": "pixel threshold (raw map units) for the defect masks, overriding the run's",
+    "format": "text (default: a one-line summary) or json (the summary and every image's decision on stdout)",
 }
+FORMATS = ("text", "json")
 REQUIRED = ("ckpt", "input")
 
 
@@ -85,23 +91,42 @@ def _predict(argv: list[str]) -> None:
     from adzoo.predict import predict_folder
 
     show_warnings("adzoo.predict", PROG)
+    output_format = options.get("format", "text")
+    if output_format not in FORMATS:
+        raise ConfigError(f"format={output_format}: expected one of {', '.join(FORMATS)}")
     input_dir = Path(options["input"])
     output = Path(options.get("output") or f"{input_dir.absolute().name}_predictions")
     result = predict_folder(
         Path(options["ckpt"]), input_dir, output, batch_size=batch_size, device=options.get("device", "cpu"),
-        category=options.get("category") or None,
+        category=options.get("category") or None, threshold=options.get("threshold"),
+        pixel_threshold=options.get("pixel_threshold"),
     )  # fmt: skip
+    if output_format == "json":
+        print(json.dumps({"summary": result.summary, "images": result.rows, "errors": result.errors}, indent=2))
+        return
     unreadable = f", {len(result.errors)} unreadable (listed in {output / 'errors.csv'})" if result.errors else ""
-    print(f"scored {len(result.rows)} images{unreadable} → {output / 'scores.csv'}, maps in {output / 'maps'}")
+    summary = result.summary
+    if summary.get("decision", True) is None:
+        decided = "no threshold (the run has none; pass threshold=)"
+    else:
+        pixel = summary.get("pixel_threshold")
+        masks = f", masks in {output / 'masks'} (pixel threshold {pixel:.6g})" if pixel is not None else ""
+        decided = (f"{summary['flagged']} flagged as anomalous at image threshold {summary['image_threshold']:.6g} "
+                   f"({summary['strategy']}){masks}")  # fmt: skip
+    print(f"scored {len(result.rows)} images{unreadable}: {decided} → {output / 'scores.csv'}, maps in "
+          f"{output / 'maps'}, summary {output / 'summary.json'}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: ``--help`` exits 0, a user mistake exits 2 with one line on stderr."""
     args = sys.argv[1:] if argv is None else list(argv)
     if any(token in ("-h", "--help") for token in args):
-        print(usage(PROG, KEYS, "Scores every image under input/ (recursively) with a trained run and writes "
-                    "output/scores.csv, output/errors.csv (unreadable images) and output/maps/<relative path>.png "
-                    "(image | map overlay)."))  # fmt: skip
+        print(usage(PROG, KEYS, "Decides, for every image under input/ (recursively), whether it is anomalous, at "
+                    "the threshold the run fitted on its validation split (never on test images), and writes "
+                    "output/scores.csv (raw and normalised score, is_anomalous), output/masks/<relative path>.png "
+                    "(binary defect mask), output/maps/<relative path>.png (image with the mask outline | map "
+                    "overlay), output/summary.json (how many flagged, thresholds used) and output/errors.csv "
+                    "(unreadable images, which are skipped; the rest are scored)."))  # fmt: skip
         return 0
     return run_app(lambda: _predict(args), PROG)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from adzoo.data.types import select_categories
 from adzoo.utils.io import file_digest
@@ -31,6 +31,30 @@ class DataSource(Protocol):
     def has_masks(self, category: str) -> bool: ...
     def train_dataset(self, categories: Sequence[str], image_size: int) -> Dataset: ...
     def test_dataset(self, categories: Sequence[str], image_size: int) -> Dataset: ...
+
+    # optional: ``val_dataset(categories, image_size) -> Dataset | None``, a validation split the data set ships
+    # (MVTec AD 2 ``validation/good``); None where a category has none
+
+
+class ValidationSplitError(ValueError):
+    """``data.val_fraction`` cannot be honoured: a category has too few training images to hold some out."""
+
+
+def split_indices(n: int, fraction: float, seed: int, category: str) -> tuple[list[int], list[int]]:
+    """(train, validation) indices of one category's ``n`` training images: ``round(fraction * n)`` of them, at
+    least one, drawn by a permutation seeded from (seed, category) alone, so adding a category never moves another
+    one's split. Both lists keep the original order."""
+    held = max(1, round(fraction * n))
+    if held >= n:
+        raise ValidationSplitError(
+            f"data.val_fraction={fraction}: category {category!r} has {n} training image(s); holding out {held} "
+            f"would leave {n - held} to fit on (lower data.val_fraction, or 0 for no validation split)"
+        )
+    key = int.from_bytes(hashlib.sha256(category.encode()).digest()[:4], "little")
+    order = np.random.default_rng([int(seed), key]).permutation(n)
+    val = sorted(int(i) for i in order[:held])
+    chosen = set(val)
+    return [i for i in range(n) if i not in chosen], val
 
 
 class UnrepeatedDistributedSampler(Sampler[int]):
@@ -105,14 +129,22 @@ class AnomalyDataModule(pl.LightningDataModule):
         categories: Sequence[str] | str = "all",
         pin_memory: bool = False,
         seed: int = 0,
+        val_fraction: float = 0.1,
+        val_anomalies: str = "none",
     ) -> None:
         super().__init__()
+        from adzoo.data.synthetic_anomalies import check_generator
+
         if setting not in SETTINGS:
             raise ValueError(f"data.setting must be one of {SETTINGS}, got {setting!r}")
         if image_size <= 0:
             raise ValueError(f"data.image_size must be a positive integer, got {image_size}")
         if batch_size <= 0:
             raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise ValidationSplitError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        self.val_fraction = float(val_fraction)
+        self.val_anomalies = check_generator(val_anomalies)
         self.source = source
         self.name = name
         self.root = root  # where the data lives (sources read it through interpolation); kept for results
@@ -127,7 +159,9 @@ class AnomalyDataModule(pl.LightningDataModule):
         if not self.categories:
             raise ValueError(f"data source {name!r} has no categories")
         self._train: Dataset | None = None
+        self._val: Dataset | None = None
         self._test: Dataset | None = None
+        self.val_source: dict[str, str] = {}  # category -> where its validation images come from
 
     def for_category(self, category: str) -> AnomalyDataModule:
         """A datamodule over one category (the separate setting), sharing the indexed source."""
@@ -143,6 +177,8 @@ class AnomalyDataModule(pl.LightningDataModule):
             categories=[category],
             pin_memory=self.pin_memory,
             seed=self.seed,
+            val_fraction=self.val_fraction,
+            val_anomalies=self.val_anomalies,
         )
 
     def has_masks(self, category: str) -> bool:
@@ -157,16 +193,59 @@ class AnomalyDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is None:
-            self._train = self.source.train_dataset(self.categories, self.image_size)
+            self._train, self._val = self._train_and_validation()
             self._test = self.source.test_dataset(self.categories, self.image_size)
             if len(self._train) == 0:
                 raise ValueError(f"no training images for categories {self.categories} in {self.name!r}")
+
+    def _train_and_validation(self) -> tuple[Dataset, Dataset | None]:
+        """The training images and the validation split, which is never fitted on.
+
+        Per category: the data set's own validation split where it ships one, else ``val_fraction`` of its
+        training images, held out by a seeded draw (stratified by category). With ``val_fraction=0`` and no shipped
+        split, the training set is the source's as it is and there is no validation split.
+        """
+        native = getattr(self.source, "val_dataset", None)
+        shipped = {c: native([c], self.image_size) if callable(native) else None for c in self.categories}
+        if self.val_fraction == 0 and all(v is None for v in shipped.values()):
+            return self.source.train_dataset(self.categories, self.image_size), None
+        train_parts: list[Dataset] = []
+        val_parts: list[Dataset] = []
+        for category in self.categories:
+            train = self.source.train_dataset([category], self.image_size)
+            if shipped[category] is not None and len(shipped[category]) > 0:
+                train_parts.append(train)
+                val_parts.append(shipped[category])
+                self.val_source[category] = "shipped"
+                continue
+            if self.val_fraction == 0:
+                train_parts.append(train)
+                continue
+            keep, held = split_indices(len(train), self.val_fraction, self.seed, category)
+            train_parts.append(Subset(train, keep))
+            val_parts.append(Subset(train, held))
+            self.val_source[category] = f"held out from train ({len(held)} of {len(train)})"
+        train_set: Dataset = train_parts[0] if len(train_parts) == 1 else ConcatDataset(train_parts)
+        if not val_parts:
+            return train_set, None
+        val_set: Dataset = val_parts[0] if len(val_parts) == 1 else ConcatDataset(val_parts)
+        if self.val_anomalies != "none":
+            from adzoo.data.synthetic_anomalies import SyntheticAnomalyDataset
+
+            val_set = SyntheticAnomalyDataset(val_set, self.val_anomalies, seed=self.seed)
+        return train_set, val_set
 
     @property
     def train_set(self) -> Dataset:
         self.setup()
         assert self._train is not None
         return self._train
+
+    @property
+    def val_set(self) -> Dataset | None:
+        """The validation split (normal held-out images, then their synthetic-anomaly copies), or None."""
+        self.setup()
+        return self._val
 
     @property
     def test_set(self) -> Dataset:
@@ -209,7 +288,10 @@ class AnomalyDataModule(pl.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def val_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        """The validation split: never the test set, so nothing chosen on it has seen a test image."""
+        if self.val_set is None:
+            raise ValidationSplitError(f"{self.name!r} has no validation split (data.val_fraction=0)")
+        return self._loader(self.val_set, train=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
@@ -241,6 +323,9 @@ class AnomalyDataModule(pl.LightningDataModule):
             "categories": self.categories,
             "image_size": self.image_size,
             "train_images": len(self.train_set),
+            "val_images": 0 if self.val_set is None else len(self.val_set),
+            "val_anomalies": self.val_anomalies,
+            "val_source": dict(self.val_source),
             "test_images": len(self.test_set),
             "batches_per_epoch": math.ceil(len(self.train_set) / self.batch_size),
         }

@@ -352,9 +352,13 @@ class MVTecLayoutSource:
         self._categories = select_categories(categories, available, f"data root {self.root}", DataError)
         self._train: dict[str, list[SampleRecord]] = {}
         self._test: dict[str, list[SampleRecord]] = {}
+        self._val: dict[str, list[SampleRecord]] = {}  # a shipped validation split (MVTec AD 2: validation/good)
         self._validated: set[str] = set()
         for category in self._categories:
             self._train[category], self._test[category] = self._index(category)
+            val_dir = self.root / category / "validation" / "good"
+            if val_dir.is_dir():
+                self._val[category] = [SampleRecord(str(p), category, 0, None, False) for p in _list_images(val_dir)]
 
     def _index(self, category: str) -> tuple[list[SampleRecord], list[SampleRecord]]:
         base = self.root / category
@@ -425,7 +429,7 @@ class MVTecLayoutSource:
             else:
                 self._validated.add(category)
         if todo:
-            files = sum(len(self._train[c]) + len(self._test[c]) for c in todo)
+            files = sum(len(self._train[c]) + len(self._val.get(c, [])) + len(self._test[c]) for c in todo)
             log.info(
                 "checked %d images (and their masks) of %d categories in %.2f s",
                 files,
@@ -444,7 +448,7 @@ class MVTecLayoutSource:
     def _problems(self, category: str) -> list[str]:
         problems: list[str] = []
         sizes: dict[str, tuple[int, int]] = {}
-        for record in self._train[category] + self._test[category]:
+        for record in self._train[category] + self._val.get(category, []) + self._test[category]:
             try:
                 sizes[record.path] = check_image(record.path)
             except DataError as exc:
@@ -468,11 +472,16 @@ class MVTecLayoutSource:
     def test_dataset(self, categories: Sequence[str], image_size: int) -> RecordDataset:
         return RecordDataset([r for c in categories for r in self._test[c]], image_size)
 
+    def val_dataset(self, categories: Sequence[str], image_size: int) -> RecordDataset | None:
+        """The shipped validation images (``<category>/validation/good``, MVTec AD 2's layout); None without."""
+        records = [r for c in categories for r in self._val.get(c, [])]
+        return RecordDataset(records, image_size) if records else None
+
     def files(self) -> list[str]:
         """Every file this source reads (for the data fingerprint in results)."""
         out = []
         for c in self._categories:
-            for r in self._train[c] + self._test[c]:
+            for r in self._train[c] + self._val.get(c, []) + self._test[c]:
                 out.append(r.path)
                 if r.mask_path:
                     out.append(r.mask_path)

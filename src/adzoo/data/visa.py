@@ -23,9 +23,14 @@ def convert_visa(root: str | os.PathLike, out: str | os.PathLike, split_csv: str
         raise DataError(f"{csv_path} must have the columns {sorted(expected)}")
     for row in rows:
         anomalous = row["label"].strip().lower() != "normal"
-        split = "train" if row["split"].strip().lower() == "train" else "test"
+        split = row["split"].strip().lower()
+        split = split if split in ("train", "val", "validation") else "test"
         defect = "bad" if anomalous else "good"
         image = root / row["image"]
+        if split in ("val", "validation"):
+            if not anomalous:  # a shipped validation split: its normal images (anomalies are made, with masks)
+                _link(image, out / row["object"] / "validation" / "good" / image.name)
+            continue
         target = out / row["object"] / split / defect / image.name
         _link(image, target)
         if anomalous and split == "test":

@@ -12,7 +12,11 @@ from adzoo.utils.io import atomic_write_text
 
 
 def build_leaderboard(
-    paths: Iterable[str | Path], out: str | Path, plots: bool = True, bootstrap: BootstrapConfig | None = None
+    paths: Iterable[str | Path],
+    out: str | Path,
+    plots: bool = True,
+    bootstrap: BootstrapConfig | None = None,
+    thresholds: bool = False,
 ) -> tuple[list[Row], str]:
     """Write ``leaderboard.{md,csv,html}`` (+ ``plots/``) into ``out``; returns the rows and the Markdown.
 
@@ -31,8 +35,9 @@ def build_leaderboard(
         plot_paths = make_plots(rows, out / "plots")
         gallery_images = gallery(rows)
     uncertainty = assess(rows, bootstrap, out / "plots" if plots else None)
-    markdown = to_markdown(rows, uncertainty)
+    markdown = to_markdown(rows, uncertainty, thresholds=thresholds)
     atomic_write_text(out / "leaderboard.md", markdown)
     atomic_write_text(out / "leaderboard.csv", to_csv(rows, METRICS))
-    atomic_write_text(out / "leaderboard.html", to_html(rows, plot_paths, gallery_images, uncertainty))
+    page = to_html(rows, plot_paths, gallery_images, uncertainty, thresholds=thresholds)
+    atomic_write_text(out / "leaderboard.html", page)
     return rows, markdown

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from adzoo.run_identity import EXECUTION_KEYS, IDENTITY_SECTIONS
+from adzoo.thresholds import DECISION_KEYS
 from adzoo.utils.io import read_json
 
 REQUIRED_KEYS = ("status", "method", "setting", "data", "backbone", "seed", "metrics", "timing", "git", "config")
@@ -29,6 +30,7 @@ METRICS = (
     "image_auroc", "image_ap", "image_f1max",
     "image_auroc_avgpool", "image_ap_avgpool", "image_f1max_avgpool",
     "pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro",
+    *DECISION_KEYS,  # test metrics at the validation-fitted thresholds (adzoo.thresholds); shown on request
 )  # fmt: skip
 TOLERANCE = 1e-9
 SHORT_FINGERPRINT = 8  # hex characters shown in the data column; rows are keyed on the full digest

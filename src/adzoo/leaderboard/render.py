@@ -32,6 +32,16 @@ MAIN_METRICS: tuple[tuple[str, str], ...] = (
     ("image_f1max", "I-F1max"),
     ("pixel_f1max", "P-F1max"),
 )
+#: the test metrics at the thresholds each run fitted on its validation split (``--thresholds``)
+THRESHOLD_METRICS: tuple[tuple[str, str], ...] = (
+    ("image_fpr_thr", "I-FPR@t"),
+    ("image_tpr_thr", "I-TPR@t"),
+    ("image_precision_thr", "I-Prec@t"),
+    ("image_f1_thr", "I-F1@t"),
+    ("pixel_iou_thr", "P-IoU@t"),
+    ("pixel_dice_thr", "P-Dice@t"),
+    ("pixel_pro_thr", "PRO@t"),
+)
 PIVOT_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 DATA_NOTE = (
     "The data column names what was read by its content fingerprint (first 8 hex), or by its root where there is "
@@ -64,6 +74,15 @@ COLUMN_LEGEND: dict[str, str] = {
     "P-AP": "pixel-level average precision",
     "I-F1max": "image-level F1 at the best threshold of the method's own score",
     "P-F1max": "pixel-level F1 at the best threshold",
+    "I-FPR@t": "test images flagged among the normal ones, at the image threshold the run fitted on its validation "
+    "split (threshold.strategy; no interval)",
+    "I-TPR@t": "test images flagged among the anomalous ones (recall), at the run's image threshold",
+    "I-Prec@t": "anomalous among the flagged test images, at the run's image threshold",
+    "I-F1@t": "F1 of the test decisions at the run's image threshold",
+    "P-IoU@t": "intersection over union of the test defect masks (map ≥ the run's pixel threshold) and the ground "
+    "truth, over all pixels of a category",
+    "P-Dice@t": "Dice coefficient of the test defect masks at the run's pixel threshold",
+    "PRO@t": "mean over ground-truth regions of the fraction of the region that the mask at the pixel threshold covers",
     "fit s": "training wall time in seconds, mean over the seeds that trained ('—' for an eval: it trains nothing)",
     "test s": "test wall time in seconds, mean over seeds",
     "params": "the model's parameters in millions, frozen backbone included",
@@ -128,11 +147,15 @@ def paper_table(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     return ["method", "note", "result"], [[m, mark, PAPER_NUMBERS[m]] for m, mark in paper_notes(rows).items()]
 
 
-def main_table(rows: Sequence[Row], paper_marks: bool = False) -> tuple[list[str], list[list[str]]]:
+def main_table(
+    rows: Sequence[Row], paper_marks: bool = False, thresholds: bool = False
+) -> tuple[list[str], list[list[str]]]:
     """The leaderboard; with ``paper_marks`` the paper column holds a note mark (:func:`paper_table`) instead of
-    the paper's text, which keeps a page's table narrow."""
-    header = [*GROUP_COLUMNS, "seeds", *(t for _, t in MAIN_METRICS), "fit s", "test s", "params", "img/s",
-              PAPER_COLUMN]  # fmt: skip
+    the paper's text, which keeps a page's table narrow; ``thresholds`` adds the test metrics at each run's own
+    validation-fitted thresholds (the threshold-free columns stay as they are)."""
+    extra = THRESHOLD_METRICS if thresholds else ()
+    header = [*GROUP_COLUMNS, "seeds", *(t for _, t in MAIN_METRICS), *(t for _, t in extra), "fit s", "test s",
+              "params", "img/s", PAPER_COLUMN]  # fmt: skip
     papers = paper_notes(rows) if paper_marks else PAPER_NUMBERS
     body = []
     for row in rows:
@@ -141,6 +164,7 @@ def main_table(rows: Sequence[Row], paper_marks: bool = False) -> tuple[list[str
                 *group_cells(row),
                 row.seeds_label,
                 *(cell_text(row, "mean", m, marks=True) for m, _ in MAIN_METRICS),
+                *(cell_text(row, "mean", m) for m, _ in extra),
                 seconds(row.fit_s),
                 seconds(row.test_s),
                 f"{row.parameters / 1e6:.2f}M",
@@ -226,8 +250,8 @@ def legend(header: Sequence[str]) -> list[tuple[str, str]]:
     return [(h, COLUMN_LEGEND[h]) for h in header if h in COLUMN_LEGEND]
 
 
-def to_markdown(rows: Sequence[Row], uncertainty: Uncertainty | None = None) -> str:
-    header, body = main_table(rows, paper_marks=True)
+def to_markdown(rows: Sequence[Row], uncertainty: Uncertainty | None = None, thresholds: bool = False) -> str:
+    header, body = main_table(rows, paper_marks=True, thresholds=thresholds)
     parts = [
         "# adzoo leaderboard",
         "",
@@ -354,6 +378,7 @@ def to_html(
     plots: Sequence[Path] = (),
     gallery: dict[str, list[Path]] | None = None,
     uncertainty: Uncertainty | None = None,
+    thresholds: bool = False,
 ) -> str:
     style = (
         "body{font-family:system-ui,sans-serif;margin:1em;color:#222;line-height:1.35}"
@@ -368,7 +393,7 @@ def to_html(
         ".shared{font-size:13px;margin:.8em 0 0}.ci{color:#666;font-size:11px}"
         ".mark{font-size:11px;font-weight:600;color:#1a6b2f}"
     )
-    header, body = main_table(rows, paper_marks=True)
+    header, body = main_table(rows, paper_marks=True, thresholds=thresholds)
     shown, shown_body, shared = split_shared(header, body)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>adzoo leaderboard</title><style>{style}</style>"

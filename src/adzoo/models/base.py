@@ -47,8 +47,22 @@ class AnomalyModule(pl.LightningModule):
         self.use_feature_cache = feature_cache
         self.method_name = name or type(self).__name__.lower()
         self._feature_cache = None
+        #: the decision rule fitted on the validation split (adzoo.thresholds.Decision.to_dict()); the checkpoint
+        #: carries it, so a deployed or re-tested model decides as the run did
+        self.decision: dict[str, Any] | None = None
         if self.fits_once:
             self.automatic_optimization = False
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from adzoo.thresholds import CHECKPOINT_KEY
+
+        if self.decision is not None:
+            checkpoint[CHECKPOINT_KEY] = dict(self.decision)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from adzoo.thresholds import CHECKPOINT_KEY
+
+        self.decision = checkpoint.get(CHECKPOINT_KEY)
 
     # -- features -------------------------------------------------------------------------------------
     def extract(self, backbone: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:

@@ -109,11 +109,18 @@ class SweepLeaderboard(Callback):
     leaderboard (and says so) instead of raising after the work is done.
     """
 
-    def __init__(self, enabled: bool = True, plots: bool = True, bootstrap: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        enabled: bool = True,
+        plots: bool = True,
+        bootstrap: dict[str, Any] | None = None,
+        thresholds: bool = False,
+    ) -> None:
         from adzoo.leaderboard.stats import BootstrapConfig
 
         self.enabled = enabled
         self.plots = plots
+        self.thresholds = thresholds
         self.bootstrap = BootstrapConfig(
             **dict(bootstrap or {})
         )  # a bad key or value fails at start-up, not at the end
@@ -126,7 +133,9 @@ class SweepLeaderboard(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            rows, _ = build_leaderboard([sweep_dir], sweep_dir, plots=self.plots, bootstrap=self.bootstrap)
+            rows, _ = build_leaderboard(
+                [sweep_dir], sweep_dir, plots=self.plots, bootstrap=self.bootstrap, thresholds=self.thresholds
+            )
         except LeaderboardError as exc:
             print(f"[adzoo] no leaderboard for {sweep_dir}: {exc}", flush=True)
             return
