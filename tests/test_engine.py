@@ -247,13 +247,13 @@ def test_decisions_that_cannot_be_fitted_fail_before_training(compose_cfg, tmp_p
 
     base = ["backbone=test_efficientnet", *TINY_DATA, "data.categories=[pill]"]
     with pytest.raises(ConfigError, match=r"data\.val_anomalies"):
-        run(compose_cfg(*base, "threshold.strategy=f1_max"))
+        run(compose_cfg(*base, "threshold.strategy=f1_max", run_dir=tmp_path / "a"))
     with pytest.raises(ConfigError, match=r"data\.val_fraction=0"):
-        run(compose_cfg(*base, "data.val_fraction=0"))
+        run(compose_cfg(*base, "data.val_fraction=0", run_dir=tmp_path / "b"))
     with pytest.raises(ValueError, match=r"data\.val_fraction=0\.95: category 'pill' has 6 training image"):
-        run(compose_cfg(*base, "data.val_fraction=0.95"))
-    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained
-    payload = run(compose_cfg(*base, "data.val_fraction=0", "threshold.strategy=none"))
+        run(compose_cfg(*base, "data.val_fraction=0.95", run_dir=tmp_path / "c"))
+    assert not any((tmp_path / d / "checkpoints").exists() for d in "abc")  # nothing was trained
+    payload = run(compose_cfg(*base, "data.val_fraction=0", "threshold.strategy=none", run_dir=tmp_path / "d"))
     assert payload["thresholds"]["models"] == {} and payload["data"]["val_images"] == 0
 
 

@@ -463,9 +463,9 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
         atomic_write_json(results_path, payload)
         _link_latest(cfg, output_dir)
         table = format_table(per_category, mean)
-        atomic_write_text(output_dir / "results.txt", table + "\n")
         if decisions:
             table += "\n" + decision_summary(decisions, mean)
+        atomic_write_text(output_dir / "results.txt", table + "\n")
         if cfg.get("print_table", True):
             print(f"\n{cfg.method_name} on {datamodule.name} ({datamodule.setting}), metrics in %:\n{table}")
             fit_text = "eval only" if fit_total is None else f"fit {fit_total:.1f}s"
@@ -534,9 +534,12 @@ def _decide(config: ThresholdConfig, trainer: pl.Trainer, model: Any, dm: Any, r
 def _store_decision(trainer: pl.Trainer) -> None:
     """Rewrite the run's checkpoint with the decision in it (the model's ``on_save_checkpoint`` adds it)."""
     callback = trainer.checkpoint_callback
-    path = getattr(callback, "best_model_path", "") if callback is not None else ""
-    if path and Path(path).is_file():
-        trainer.save_checkpoint(path)
+    if callback is None:
+        return
+    # the kept epoch file (last.ckpt links to it; with no monitor, best_model_path may be unset)
+    path = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+    if path and Path(path).exists():
+        trainer.save_checkpoint(os.path.realpath(path))
 
 
 def decision_summary(decisions: dict[str, dict[str, Any]], mean: dict[str, float]) -> str:
