@@ -106,7 +106,8 @@ def test_image_metrics_at_the_threshold() -> None:
     assert m["image_recall_thr"] == m["image_tpr_thr"] == pytest.approx(2 / 3)
     assert m["image_fpr_thr"] == pytest.approx(1 / 3)
     assert m["image_f1_thr"] == pytest.approx(2 / 3)
-    assert math.isnan(image_decision_metrics([0.1], [0], 0.5)["image_precision_thr"])  # nothing flagged
+    assert image_decision_metrics([0.1, 0.2], [0, 1], 0.5)["image_precision_thr"] == 0.0  # nothing flagged
+    assert math.isnan(image_decision_metrics([0.1], [0], 0.5)["image_tpr_thr"])  # no anomalous image
 
 
 def test_pixel_iou_dice_and_pro_at_the_threshold() -> None:

@@ -251,7 +251,9 @@ def _validation_stats(val: ValidationOutputs, image_t: float, pixel_t: float | N
 
 
 def image_decision_metrics(scores: Any, labels: Any, threshold: float) -> dict[str, float]:
-    """Precision, recall (= TPR), F1 and FPR of ``score >= threshold`` (NaN where a ratio has no denominator)."""
+    """Precision, recall (= TPR), F1 and FPR of ``score >= threshold``. Precision with nothing flagged is 0
+    (scikit-learn's ``zero_division=0``), so a strict threshold reads as a poor one, not as missing; the others
+    are NaN only where their class is absent (a category without anomalous or normal test images)."""
     s = torch.as_tensor(scores, dtype=torch.float64).reshape(-1)
     y = torch.as_tensor(labels).reshape(-1).bool()
     flagged = s >= threshold
@@ -261,7 +263,7 @@ def image_decision_metrics(scores: Any, labels: Any, threshold: float) -> dict[s
     def ratio(a: int, b: int) -> float:
         return a / b if b else math.nan
 
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    precision, recall = (tp / (tp + fp) if tp + fp else 0.0), ratio(tp, tp + fn)
     f1 = ratio(2 * tp, 2 * tp + fp + fn)
     return {
         "image_precision_thr": precision,

@@ -43,7 +43,7 @@ CASES = {
         ["data.image_size=72", "multiple of model.feature_stride=16"],
     ),
     "unknown key": (["model.nosuch=1"], ["model.nosuch"]),
-    "cap k larger than the bank": (["method=cap", "model.k=6"], ["model.k=6", "memory bank of 6"]),
+    "cap k larger than the bank": (["method=cap", "model.k=5"], ["model.k=5", "memory bank of 5"]),
     "patchknn k larger than the bank": (["model.k=100000"], ["model.k=100000", "memory bank"]),
     "uniad mask larger than the grid": (
         ["method=uniad", "data.image_size=32", "model.neighbour_mask_size=5"],

@@ -137,6 +137,8 @@ def results_payload(
             "setting": "unified",
             "categories": "all" if every else categories,
             "seed": seed,
+            "val_fraction": 0.1,
+            "val_anomalies": "none",
         },
         "backbone": {
             "_target_": "adzoo.backbones.build_backbone",
@@ -169,6 +171,7 @@ def results_payload(
         "logger": {"csv": {"_target_": "pytorch_lightning.loggers.CSVLogger", "save_dir": str(folder)}},
         "method_name": "patchknn",
         "model": {"_target_": "adzoo.models.patchknn.PatchKNN", "neighbourhood": 3, "k": 1, "seed": seed},
+        "threshold": {"strategy": "percentile", "q": 99.0, "pixel_q": 99.9, "image": None, "pixel": None},
     }
     digest = _identity_digest(config)
     fingerprint: dict[str, Any] = {"files": 16 * len(categories), "kind": kind}
@@ -179,7 +182,10 @@ def results_payload(
         "setting": "unified",
         "categories": categories,
         "image_size": 32,
-        "train_images": 6 * len(categories),
+        "train_images": 5 * len(categories),
+        "val_images": len(categories),
+        "val_anomalies": "none",
+        "val_source": {c: "held out from train (1 of 6)" for c in categories},
         "test_images": 6 * len(categories),
         "batches_per_epoch": 1,
     }
@@ -200,6 +206,7 @@ def results_payload(
         "backbone": {"name": "test_efficientnet", "weights": "none", "out_indices": [2, 3]},
         "seed": seed,
         "metrics": {"per_category": per_category, "mean": mean, "notes": {}, "conventions": {"pixel": "exact"}},
+        "thresholds": {"config": {"strategy": "percentile"}, "models": {}},
         "timing": {
             "fit_s": fit_s,
             "test_s": test_s,
