@@ -41,6 +41,7 @@ def test_each_copy_depends_on_the_seed_and_its_index_only() -> None:
     forward = [a[i]["mask"] for i in range(3, 6)]
     backward = [b[i]["mask"] for i in (5, 4, 3)][::-1]  # read in another order
     assert all(torch.equal(x, y) for x, y in zip(forward, backward))
+    assert all(torch.equal(a[i]["image"], b[i]["image"]) for i in (5, 3, 4))
     other = SyntheticAnomalyDataset(_Normals(), "cutpaste", 1)
     assert not all(torch.equal(x, other[i]["mask"]) for i, x in zip(range(3, 6), forward))
 
