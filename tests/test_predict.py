@@ -192,6 +192,11 @@ def test_predict_mistakes_are_one_line_naming_the_key(
     }  # fmt: skip
     for expected, argv in cases.items():
         assert expected in _error_line(capsys, *argv)
+    for value in ("nan", "inf", "high"):
+        line = _error_line(capsys, f"ckpt={run_dir}", f"input={folder}", f"threshold={value}")
+        assert f"threshold={value}" in line and "finite" in line
+    line = _error_line(capsys, f"ckpt={run_dir}", f"input={folder}", "format=xml")
+    assert "format=xml" in line
     (run_dir / "checkpoints" / "last.ckpt").unlink()  # the link: now no checkpoint at all
     assert "no checkpoints/last.ckpt" in _error_line(capsys, f"ckpt={run_dir}", *ok)
 
@@ -271,17 +276,3 @@ def test_predict_decides_with_the_runs_threshold_and_writes_masks_and_a_summary(
     printed = json.loads(capsys.readouterr().out)
     assert printed["summary"]["flagged"] == len(rows) and printed["summary"]["strategy"] == "manual"
     assert len(printed["errors"]) == 1 and printed["errors"][0]["path"].endswith("broken.png")
-
-
-def test_a_threshold_that_is_not_finite_is_named(
-    compose_cfg, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run_dir, rows = _train(compose_cfg, tmp_path / "run", "data.categories=[pill]")
-    folder = tmp_path / "incoming"
-    folder.mkdir()
-    shutil.copy(rows[0]["path"], folder / "a.png")
-    for value in ("nan", "inf", "high"):
-        line = _error_line(capsys, f"ckpt={run_dir}", f"input={folder}", f"threshold={value}")
-        assert f"threshold={value}" in line and "finite" in line
-    line = _error_line(capsys, f"ckpt={run_dir}", f"input={folder}", "format=xml")
-    assert "format=xml" in line

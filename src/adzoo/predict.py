@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import logging
-import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from adzoo.data.mvtec import IMAGE_EXTENSIONS, DataError, is_hidden_or_system, r
 from adzoo.errors import ConfigError, OutputFolderError
 from adzoo.models.base import AnomalyModule
 from adzoo.safe_load import check_trusted, instantiate_trusted
-from adzoo.thresholds import CHECKPOINT_KEY, Decision, ThresholdError
+from adzoo.thresholds import CHECKPOINT_KEY, Decision, ThresholdError, finite_number
 from adzoo.utils.io import atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
@@ -271,12 +270,9 @@ def check_threshold(value: str | float | None, key: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise ConfigError(f"{key}={value}: expected a finite number (a raw score of this run's method)")
-    return number
+        return finite_number(value, key)
+    except ThresholdError as exc:
+        raise ConfigError(f"{key}={value}: expected a finite number (a raw score of this run's method)") from exc
 
 
 def _contour(mask: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from adzoo.metrics.connected import label_numpy
 
@@ -45,7 +46,8 @@ class ThresholdError(ValueError):
     """A threshold setting that cannot work: names the config key and what was expected."""
 
 
-def _finite(value: Any, key: str) -> float:
+def finite_number(value: Any, key: str) -> float:
+    """``value`` as a finite float, or a :class:`ThresholdError` naming ``key``."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -69,15 +71,15 @@ class ThresholdConfig:
         if self.strategy not in STRATEGIES:
             raise ThresholdError(f"threshold.strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}")
         for key in ("q", "pixel_q"):
-            value = _finite(getattr(self, key), f"threshold.{key}")
+            value = finite_number(getattr(self, key), f"threshold.{key}")
             if not 0.0 < value < 100.0:
                 raise ThresholdError(f"threshold.{key}={value}: expected a percentile strictly between 0 and 100")
         if self.strategy == "manual":
             if self.image is None:
                 raise ThresholdError("threshold.strategy=manual needs threshold.image (a raw image score)")
-            _finite(self.image, "threshold.image")
+            finite_number(self.image, "threshold.image")
             if self.pixel is not None:
-                _finite(self.pixel, "threshold.pixel")
+                finite_number(self.pixel, "threshold.pixel")
 
     @property
     def enabled(self) -> bool:
@@ -137,15 +139,15 @@ class Decision:
             decision = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
         except TypeError as exc:
             raise ThresholdError(f"{where}: not a stored decision ({exc})") from exc
-        _finite(decision.image_threshold, f"{where}.image_threshold")
+        finite_number(decision.image_threshold, f"{where}.image_threshold")
         return decision
 
     def with_image_threshold(self, value: float, key: str = "threshold") -> Decision:
         """The same rule with the image threshold overridden (``adzoo-predict threshold=...``)."""
-        return Decision(**{**self.to_dict(), "image_threshold": _finite(value, key), "strategy": "manual"})
+        return Decision(**{**self.to_dict(), "image_threshold": finite_number(value, key), "strategy": "manual"})
 
     def with_pixel_threshold(self, value: float, key: str = "pixel_threshold") -> Decision:
-        return Decision(**{**self.to_dict(), "pixel_threshold": _finite(value, key), "strategy": "manual"})
+        return Decision(**{**self.to_dict(), "pixel_threshold": finite_number(value, key), "strategy": "manual"})
 
     @staticmethod
     def _spread(low: float, high: float) -> float:
@@ -318,6 +320,3 @@ class PixelDecisionCounts:
             "pixel_dice_thr": 2 * self.tp / (2 * self.tp + self.fp + self.fn) if union else math.nan,
             "pixel_pro_thr": self.region_overlap_sum / self.regions if self.regions else math.nan,
         }
-
-
-Tensor = torch.Tensor

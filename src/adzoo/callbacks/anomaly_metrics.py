@@ -28,7 +28,6 @@ from adzoo.utils.io import atomic_write_text
 log = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("image_auroc", "image_ap", "image_f1max")
-PIXEL_KEYS = ("pixel_auroc", "pixel_ap", "pixel_f1max", "pixel_aupro")
 PREDICTION_FIELDS = ("category", "path", "label", "pred_score", "avgpool_score")
 DECISION_FIELDS = ("normalised_score", "is_anomalous")  # with a fitted decision (adzoo.thresholds)
 
