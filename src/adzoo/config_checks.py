@@ -69,7 +69,11 @@ def validate_config(cfg: DictConfig) -> None:
         )
     for key in ("model.k", "model.neighbourhood", "model.neighbour_mask_size"):
         _require_int(cfg, key, 1, optional=True)
-    _require_int(cfg, "model.bank_size", 1, optional=True)
+    bank = _select(cfg, "model.bank")
+    if bank is not None:  # the memory bank's options (coreset ratio, search, storage) named as bank.<key>
+        from adzoo.models.components.memory_bank import BankOptions
+
+        BankOptions.from_config(bank)
     for key in ("model.optimizer.lr", "model.constraint_weight"):
         value = _select(cfg, key)
         if value is not None and (not isinstance(value, int | float) or not math.isfinite(value) or value < 0):

@@ -15,7 +15,7 @@ where, how fast or how visibly the run happens.
 - Execution details: ``paths``, ``logger``, every other callback (checkpointing), ``torch_threads``,
   ``force``, ``print_table``, ``tags``, ``sweep_name``, ``ckpt_path``, ``task_name``, ``allow_external_paths``,
   and the keys in :data:`EXECUTION_KEYS` (loader workers, the eval batch size, the frozen-feature cache,
-  the accelerator, progress bars, logging cadence, ``trainer.deterministic``).
+  the accelerator, progress bars, logging cadence, ``trainer.deterministic``, the memory bank's memory limit).
 
 Naming a default explicitly (``method=patchknn``) or setting an execution detail therefore maps to the same
 folder, and any identity change to another one. Before a run is skipped, the engine also checks the digest
@@ -43,7 +43,7 @@ IDENTITY_SECTIONS = (
 #: keys inside those sections that do not change a number
 EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("num_workers", "pin_memory", "eval_batch_size"),
-    "model": ("feature_cache",),
+    "model": ("feature_cache", "bank.max_memory_gb"),
     "trainer": (
         "accelerator", "enable_progress_bar", "enable_model_summary", "enable_checkpointing", "log_every_n_steps",
         "default_root_dir", "deterministic", "logger", "callbacks", "benchmark", "profiler", "barebones",
@@ -71,10 +71,11 @@ class RunFolderConflictError(ConfigError):
 
 
 def _resolved(node: Any, drop: tuple[str, ...] = ()) -> Any:
-    """Resolve a node key by key, skipping ``drop`` first: dropped keys may point at the run folder, which does
-    not exist yet while Hydra is still naming it."""
+    """Resolve a node key by key, skipping ``drop`` first (``a.b`` drops ``b`` inside ``a``): dropped keys may point
+    at the run folder, which does not exist yet while Hydra is still naming it."""
     if isinstance(node, DictConfig):
-        return {str(k): _resolved(node[k]) for k in node if str(k) not in drop}
+        inner = {head: tuple(d.split(".", 1)[1] for d in drop if d.startswith(head + ".")) for head in map(str, node)}
+        return {str(k): _resolved(node[k], inner[str(k)]) for k in node if str(k) not in drop}
     if isinstance(node, ListConfig):
         return [_resolved(v) for v in node]
     return node

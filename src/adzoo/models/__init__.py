@@ -5,6 +5,7 @@ from adzoo.models.output import AnomalyOutput
 
 METHODS = {
     "patchknn": "adzoo.models.patchknn.PatchKNN",
+    "patchcore": "adzoo.models.patchknn.PatchKNN",  # the same model with PatchCore's defaults (conf/method)
     "cap": "adzoo.models.cap.CAP",
     "uniad": "adzoo.models.uniad.UniAD",
     "adtr": "adzoo.models.adtr.ADTR",

@@ -13,6 +13,7 @@ D×D projection, a K×K attention and the loss.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from adzoo.models.base import AnomalyModule, OptimizerFactory, SchedulerFactory
 from adzoo.models.cap.torch_model import CONSTRAINT_DISTANCES, CAPModel, cap_loss
+from adzoo.models.components import BankOptions
 from adzoo.models.output import AnomalyOutput
 from adzoo.utils.distributed import gather_cat, gather_objects
 
@@ -40,6 +42,7 @@ class CAP(AnomalyModule):
         map_vector: str = "pretrained",
         constraint_distance: str = "mse",
         use_gpu_index: bool = True,
+        bank: BankOptions | Mapping[str, Any] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         feature_cache: bool = False,
@@ -57,12 +60,14 @@ class CAP(AnomalyModule):
             adaptation=adaptation,
             map_vector=map_vector,
             use_gpu_index=use_gpu_index,
+            bank_options=bank,
         )
         self.constraint_weight = float(constraint_weight)
         self.constraint_distance = constraint_distance
         # Without adaptation there is nothing to optimise: the epochs run but steps do nothing.
         self.automatic_optimization = adaptation
         self._rows: dict[str, int] = {}
+        self._train_features: torch.Tensor | None = None  # every training image's z (the bank may be a coreset)
         self._train_neighbours: torch.Tensor | None = None
 
     # -- the one pass before training -----------------------------------------------------------------
@@ -92,11 +97,14 @@ class CAP(AnomalyModule):
         """Fill the bank and, when there is something to train, the self-excluded neighbour table."""
         if len(paths) != len(features):
             raise ValueError(f"{len(paths)} paths for {len(features)} features")
-        self.model.fit(features)
+        kept = self.model.fit(features)
         # A path listed twice keeps its last row; the twin row has identical features and stays a neighbour.
         self._rows = {path: row for row, path in enumerate(paths)}
-        self._train_neighbours = self.model.training_neighbours() if self.model.head.adaptation else None
-        log.info("cap: memory bank of %d features (D=%d), K=%d", len(features), features.shape[1], self.model.k)
+        self._train_features = features.detach().float()
+        adapting = self.model.head.adaptation
+        self._train_neighbours = self.model.training_neighbours(self._train_features, kept) if adapting else None
+        log.info("cap: memory bank of %d of %d features (D=%d), K=%d", len(kept), len(features), features.shape[1],
+                 self.model.k)  # fmt: skip
 
     # -- training -------------------------------------------------------------------------------------
     def rows_of(self, paths: list[str]) -> torch.Tensor:
@@ -104,13 +112,13 @@ class CAP(AnomalyModule):
             rows = [self._rows[p] for p in paths]
         except KeyError as exc:
             raise KeyError(f"cap: training image {exc} is not in the memory bank built in on_fit_start") from exc
-        return torch.as_tensor(rows, device=self.model.bank.device)
+        return torch.as_tensor(rows, device=self._train_features.device)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if self._train_neighbours is None:
             return None
         rows = self.rows_of(list(batch["path"]))
-        z = self.model.bank[rows]
+        z = self._train_features[rows]
         neighbours = self.model.bank[self._train_neighbours[rows]]
         out = self.model.head(z, neighbours)
         losses = cap_loss(z, out.z_hat, out.normal_hat, self.constraint_weight, self.constraint_distance)

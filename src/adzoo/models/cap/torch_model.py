@@ -11,14 +11,15 @@ Row-vector convention: ``projection(z) = z Wᵀ`` (``nn.Linear``); the paper wri
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from adzoo.errors import ConfigError
-from adzoo.models.components import MemoryBank, upsample_map
+from adzoo.models.components import BankOptions, MemoryBank, upsample_map
 from adzoo.models.output import AnomalyOutput
 
 MAP_VECTORS = ("pretrained", "adapted")
@@ -121,7 +122,8 @@ class CAPModel(nn.Module):
     The global feature z is the average-pooled *last* tapped map of the backbone (ResNet-152 layer4 = 2048-d in
     the paper; whatever the backbone's last tap reports otherwise), and the localisation map uses that same map
     f(u). ``bank`` holds the raw pretrained training features (the head consumes them); ``memory_bank`` holds
-    their L2-normalised copies in a faiss inner-product index, i.e. cosine search.
+    their L2-normalised copies in a faiss inner-product index, i.e. cosine search. ``bank_options`` are the shared
+    ``bank.*`` (coreset, search back-end, storage); with a coreset both hold only the kept images.
     """
 
     bank: torch.Tensor
@@ -134,6 +136,7 @@ class CAPModel(nn.Module):
         adaptation: bool = True,
         map_vector: str = "pretrained",
         use_gpu_index: bool = True,
+        bank_options: BankOptions | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if k < 1:
@@ -144,7 +147,7 @@ class CAPModel(nn.Module):
         self.k = int(k)
         self.map_vector = map_vector
         self.head = CAPHead(self.feature_dim, attention=attention, adaptation=adaptation)
-        self.memory_bank = MemoryBank(metric="cosine", use_gpu=use_gpu_index)
+        self.memory_bank = MemoryBank(metric="cosine", use_gpu=use_gpu_index, options=bank_options)
         self.register_buffer("bank", torch.empty(0, 0), persistent=True)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -164,17 +167,21 @@ class CAPModel(nn.Module):
         return fmap.mean(dim=(2, 3)), fmap
 
     # -- memory bank ----------------------------------------------------------------------------------
-    def fit(self, features: torch.Tensor) -> None:
-        """Fill the bank with the (N, D) pretrained features of the normal training images (§3.1, fixed)."""
+    def fit(self, features: torch.Tensor) -> torch.Tensor:
+        """Fill the bank with the (N, D) pretrained features of the normal training images (§3.1, fixed), or with
+        their coreset; returns the kept rows (ascending)."""
         if features.dim() != 2 or features.shape[1] != self.feature_dim:
             raise ValueError(f"expected (N, {self.feature_dim}) features, got {tuple(features.shape)}")
-        if features.shape[0] < self.k + 1:
+        kept = self.memory_bank.options.kept(features.shape[0])
+        if kept < self.k + 1:
             raise ConfigError(
-                f"model.k={self.k} is too large for a memory bank of {features.shape[0]} training images: CAP "
-                f"excludes each image's own entry, so it needs more than k={self.k}; lower model.k or add training data"
+                f"model.k={self.k} is too large for a memory bank of {kept} training images: CAP excludes each "
+                f"image's own entry, so it needs more than k={self.k}; lower model.k or add training data"
+                + (" (or raise bank.coreset_ratio)" if self.memory_bank.options.subsamples else "")
             )
-        self.bank = features.detach().float().contiguous()
-        self.memory_bank.fit(self.bank)
+        rows = self.memory_bank.fit(features)
+        self.bank = features.detach().float()[rows.to(features.device)].contiguous()
+        return rows
 
     def neighbours(self, z: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """Bank indices (B, K) of the K most cosine-similar normal features, nearest first.
@@ -185,11 +192,12 @@ class CAPModel(nn.Module):
         _, indices = self.memory_bank.search(z, k=self.k, exclude=exclude)
         return indices.to(self.bank.device)
 
-    def training_neighbours(self, chunk: int = 4096) -> torch.Tensor:
-        """(N, K) neighbours of every bank entry with its own row excluded: computed once, before training."""
-        rows = torch.arange(len(self.bank), device=self.bank.device)
-        starts = range(0, len(self.bank), chunk)
-        return torch.cat([self.neighbours(self.bank[s : s + chunk], exclude=rows[s : s + chunk]) for s in starts])
+    def training_neighbours(self, features: torch.Tensor, kept: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """(N, K) bank neighbours of every training image, its own bank row (if kept) excluded: computed once."""
+        own = torch.full((len(features),), -1, dtype=torch.long, device=features.device)
+        own[kept.to(features.device)] = torch.arange(len(kept), device=features.device)
+        starts = range(0, len(features), chunk)
+        return torch.cat([self.neighbours(features[s : s + chunk], exclude=own[s : s + chunk]) for s in starts])
 
     # -- scoring --------------------------------------------------------------------------------------
     def score(self, z: torch.Tensor, neighbours: torch.Tensor) -> tuple[torch.Tensor, HeadOutput]:

@@ -1,6 +1,6 @@
 """Pieces written once and shared by several methods."""
 
-from adzoo.models.components.anomaly_map import SCORE_MODES, avgpool_max, image_score, upsample_map
+from adzoo.models.components.anomaly_map import SCORE_MODES, avgpool_max, gaussian_blur, image_score, upsample_map
 from adzoo.models.components.attention import (
     DecoderLayer,
     Encoder,
@@ -9,7 +9,7 @@ from adzoo.models.components.attention import (
     neighbour_mask,
     xavier_init_linears,
 )
-from adzoo.models.components.memory_bank import MemoryBank
+from adzoo.models.components.memory_bank import BankOptions, BankTooLargeError, MemoryBank
 from adzoo.models.components.reconstruction import (
     FeatureReconstructionModel,
     ReconstructionTransformer,
@@ -19,6 +19,8 @@ from adzoo.models.components.reconstruction import (
 
 __all__ = [
     "SCORE_MODES",
+    "BankOptions",
+    "BankTooLargeError",
     "DecoderLayer",
     "Encoder",
     "EncoderLayer",
@@ -29,6 +31,7 @@ __all__ = [
     "align_features",
     "avgpool_max",
     "distance_map",
+    "gaussian_blur",
     "image_score",
     "neighbour_mask",
     "upsample_map",

@@ -15,6 +15,17 @@ def upsample_map(scores: torch.Tensor, size: tuple[int, int], align_corners: boo
     return F.interpolate(scores, size=size, mode="bilinear", align_corners=align_corners)
 
 
+def gaussian_blur(anomaly_map: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Smooth (B, 1, H, W) maps with a Gaussian of ``sigma`` pixels, truncated at 4σ with reflected borders (as
+    PatchCore's σ=4); the kernel shrinks to fit maps smaller than it."""
+    from torchvision.transforms.v2.functional import gaussian_blur as blur
+
+    half = min(int(4.0 * sigma + 0.5), min(anomaly_map.shape[-2:]) - 1)
+    if half < 1:
+        return anomaly_map
+    return blur(anomaly_map, kernel_size=[2 * half + 1, 2 * half + 1], sigma=[sigma, sigma])
+
+
 def avgpool_max(anomaly_map: torch.Tensor, kernel: int = 16) -> torch.Tensor:
     """Max of a kernel×kernel stride-1 average pool: the UniAD/ADer image score. (B,1,H,W) or (B,H,W) → (B,)."""
     if anomaly_map.dim() == 3:
