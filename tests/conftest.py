@@ -30,6 +30,7 @@ TINY_DATA = [
 # Per method, what on top of TINY_DATA makes a run take seconds (64² input: a 4×4 token grid at stride 16).
 TINY_METHOD: dict[str, list[str]] = {
     "patchknn": ["backbone=test_efficientnet"],
+    "patchcore": ["backbone=test_efficientnet"],
     "cap": ["backbone=test_efficientnet"],
     "transformaly": ["backbone=test_vit", "data.batch_size=4"],
     "uniad": [

@@ -20,7 +20,7 @@ from tests.conftest import TINY_DATA, TINY_METHOD
 pytestmark = pytest.mark.integration
 
 # method -> does ONNX (opset 17, checked in onnxruntime against the eager model) work?
-ONNX_EXPORTS = {"patchknn": True, "cap": True, "uniad": True, "adtr": True, "transformaly": False}
+ONNX_EXPORTS = {"patchknn": True, "patchcore": True, "cap": True, "uniad": True, "adtr": True, "transformaly": False}
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -414,6 +414,9 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
                 "throughput_images_per_s": n_test / test_s if test_s else None,
             }
         )
+        bank = getattr(getattr(model, "model", None), "memory_bank", None)
+        if bank is not None and bank.report:  # what the fill kept, and its seconds and bytes (patchknn, CAP)
+            group_timings[-1]["memory_bank"] = dict(bank.report)
         parameters = model.parameter_counts()
         device = _device_info(trainer)
 

@@ -50,6 +50,25 @@ def test_training_excludes_self_by_index_and_keeps_a_duplicate_as_neighbour() ->
         module.rows_of(["elsewhere.png"])
 
 
+def test_a_coreset_bank_keeps_every_training_image_as_a_query() -> None:
+    """bank.coreset_ratio < 1: the bank keeps a coreset, yet every training image trains against its neighbours
+    in it, its own entry excluded only where it was kept."""
+    torch.manual_seed(0)
+    module = CAP(_backbone(), k=2, bank={"coreset_ratio": 0.5, "seed": 1})
+    features = torch.randn(12, module.model.feature_dim)
+    module.fit_bank(features, [f"train/{i:03d}.png" for i in range(12)])
+    kept = module.model.memory_bank.options.kept(12)
+    assert len(module.model.bank) == len(module.model.memory_bank) == kept == 6
+    table = module._train_neighbours
+    assert table.shape == (12, 2) and int(table.max()) < 6
+    rows = {tuple(r) for r in module.model.bank.tolist()}
+    for image in range(12):
+        own = [j for j in range(6) if torch.equal(module.model.bank[j], features[image])]
+        assert not set(own) & set(table[image].tolist())  # never its own entry
+        assert (tuple(features[image].tolist()) in rows) == bool(own)
+    assert torch.equal(module._train_features, features)
+
+
 def test_test_time_neighbours_are_the_plain_top_k() -> None:
     model = CAPModel(_backbone(), k=2)
     bank = torch.randn(10, model.feature_dim)

@@ -93,3 +93,104 @@ def test_torch_search_matches_faiss() -> None:
         exact = _exact(queries, bank_x, metric)
         _assert_exact_neighbours(*bank.search(queries, k=3), exact, metric)  # faiss
         _assert_exact_neighbours(*bank.torch_search(queries, k=3), exact, metric)  # what exported models run
+
+
+# --- bank.*: coreset, approximate search, fp16 storage, the memory check --------------------------------------
+
+
+def _mixture(n: int, dim: int, seed: int) -> torch.Tensor:
+    """Random data with structure (a Gaussian mixture), as patch features have: iid Gaussians in many dims are
+    the adversarial case for any approximate index, where no probe short of all of them finds the neighbour."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.randn(64, dim, generator=g)
+    return centres[torch.randint(64, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+
+
+@pytest.mark.parametrize("search", ["ivf", "hnsw"])
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_approximate_search_is_exact_at_full_probe_and_recalls_at_the_default(search: str, storage: str) -> None:
+    bank_x, queries = _mixture(6000, 32, seed=0), _mixture(500, 32, seed=1)
+    exact = MemoryBank("l2")
+    exact.fit(bank_x)
+    truth = exact.search(queries, k=1)[1][:, 0]
+    default = MemoryBank("l2", options={"search": search, "storage": storage})
+    default.fit(bank_x)
+    recall = (default.search(queries, k=1)[1][:, 0] == truth).float().mean().item()
+    assert recall >= 0.95, f"{search}/{storage}: recall@1 {recall:.3f} at the default probe"
+    full = {"search": search, "storage": storage, "nlist": 64, "nprobe": 64, "ef_search": 6000}
+    complete = MemoryBank("l2", options=full)
+    complete.fit(bank_x)
+    found = complete.search(queries, k=1)[1][:, 0]
+    if storage == "float32":
+        assert torch.equal(found, truth)
+    else:  # fp16 storage moves distances by ~1e-3 relative: only near-ties may swap
+        assert (found == truth).float().mean().item() >= 0.99
+
+
+def test_an_approximate_index_is_kept_with_the_checkpoint() -> None:
+    bank_x, queries = _mixture(3000, 16, seed=2), _mixture(200, 16, seed=3)
+    for search in ("ivf", "hnsw"):
+        bank = MemoryBank("cosine", options={"search": search})
+        bank.fit(bank_x)
+        state = bank.state_dict()
+        assert state["index_blob"].numel() > 0
+        other = MemoryBank("cosine", options={"search": search})
+        other.load_state_dict(state)
+        assert torch.equal(other.search(queries, 3)[1], bank.search(queries, 3)[1])
+        rebuilt = MemoryBank("cosine", options={"search": search})
+        rebuilt.fit(bank_x)  # built again from the same vectors: the same index (single-threaded build)
+        assert torch.equal(rebuilt.state_dict()["index_blob"], state["index_blob"])
+
+
+def test_coreset_bank_keeps_the_chosen_rows_and_reports_them(caplog) -> None:
+    bank_x = _mixture(2000, 40, seed=4)
+    bank = MemoryBank("l2", options={"coreset_ratio": 0.05, "projection_dim": 16, "seed": 3})
+    with caplog.at_level("INFO", logger="adzoo.models.components.memory_bank"):
+        kept = bank.fit(bank_x)
+    assert len(bank) == 100 and torch.equal(bank.features, bank_x[kept])
+    again = MemoryBank("l2", options={"coreset_ratio": 0.05, "projection_dim": 16, "seed": 3})
+    assert torch.equal(again.fit(bank_x), kept)
+    line = caplog.records[-1].getMessage()
+    assert "100 of 2,000 vectors" in line and "greedy coreset 5.00 %" in line and "peak held by the bank" in line
+    assert bank.report["peak_bytes"] > 0 and bank.report["coreset_seconds"] >= 0
+
+
+def test_streamed_chunks_in_float16_give_the_bank_of_one_fit() -> None:
+    bank_x = _mixture(1000, 24, seed=5)
+    options = {"storage": "float16", "coreset_ratio": 0.2, "seed": 1}
+    whole = MemoryBank("l2", options=options)
+    whole.fit(bank_x)
+    streamed = MemoryBank("l2", options=options)
+    fill = streamed.start_fill()
+    for chunk in bank_x.split(128):
+        fill.add(chunk)
+    assert fill.held_bytes == 1000 * 24 * 2  # held in float16 while the pass runs
+    fill.finish()
+    assert streamed.features.dtype == torch.float16 and torch.equal(streamed.features, whole.features)
+
+
+def test_bad_bank_options_name_the_key() -> None:
+    from adzoo.errors import ConfigError
+    from adzoo.models.components import BankOptions, BankTooLargeError
+
+    for options, key in [
+        ({"coreset_ratio": 0.0}, "bank.coreset_ratio"),
+        ({"coreset_ratio": 1.5}, "bank.coreset_ratio"),
+        ({"search": "annoy"}, "bank.search"),
+        ({"storage": "int8"}, "bank.storage"),
+        ({"nlist": 4, "nprobe": 8}, "bank.nprobe=8 is above the list count bank.nlist=4"),
+        ({"max_size": 0}, "bank.max_size"),
+        ({"colour": "red"}, "unknown keys"),
+    ]:
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            BankOptions.from_config(options)
+    with pytest.raises(ConfigError, match=r"bank\.max_size=50 is above the number of vectors to choose from \(20\)"):
+        MemoryBank("l2", options={"max_size": 50}).fit(torch.randn(20, 4))
+    with pytest.raises(ConfigError, match=r"bank\.nlist=30 is above the bank size \(20"):
+        MemoryBank("l2", options={"search": "ivf", "nlist": 30}).fit(torch.randn(20, 4))
+    fill = MemoryBank("l2", options={"max_memory_gb": 0.001}).start_fill()
+    with pytest.raises(
+        BankTooLargeError, match=r"needs an estimated 1\.13 GiB, but 0\.00 GiB is bank\.max_memory_gb"
+    ):
+        fill.expect(rows=1_000_000, dim=152)  # 0.57 GiB of float32 chunks + faiss's copy: refused before a chunk is held
+    assert fill.held_bytes == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from adzoo.backbones import build_backbone
@@ -28,11 +29,34 @@ def test_normal_images_score_below_an_anomalous_one() -> None:
     assert 4 <= peak // 32 <= 20 and 4 <= peak % 32 <= 20
 
 
-def test_bank_subsampling_is_seeded() -> None:
+def test_patchcore_reweighting_follows_eq7() -> None:
+    """Eq. 7 by hand: s = (1 − exp‖m* − m_b*‖ / Σ_{N_b(m_b*)} exp‖m* − m‖) · s*, with m_b* among its own N_b."""
     model = _model()
-    model.bank_size = 10
-    x = torch.randn(100, 8)
-    model.fit(x, generator=torch.Generator().manual_seed(1))
-    first = model.memory_bank.features.clone()
-    model.fit(x, generator=torch.Generator().manual_seed(1))
-    assert len(model.memory_bank) == 10 and torch.equal(first, model.memory_bank.features)
+    model.reweight_neighbours = 3
+    bank = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    model.fit(bank)
+    patches = torch.tensor([[0.5, 0.1], [0.2, 0.0], [4.0, 4.5], [0.0, 1.9]])  # one image of 2×2 patches (D=2)
+    out = model.score_embeddings(patches.T.reshape(1, 2, 2, 2), (4, 4))
+    distances = torch.cdist(patches, bank)
+    star, nearest = (
+        distances.min(dim=1).values.max(),
+        distances.min(dim=1).indices[distances.min(dim=1).values.argmax()],
+    )
+    worst = patches[distances.min(dim=1).values.argmax()]
+    support = torch.cdist(bank[nearest][None], bank)[0].topk(3, largest=False).indices
+    expected = (1 - torch.exp(star) / torch.exp(torch.linalg.vector_norm(worst - bank[support], dim=1)).sum()) * star
+    assert out.pred_score.item() == pytest.approx(expected.item(), rel=1e-5)
+    model.reweight_neighbours = 0
+    assert model.score_embeddings(patches.T.reshape(1, 2, 2, 2), (4, 4)).pred_score.item() == pytest.approx(star.item())
+
+
+def test_blur_smooths_the_map_and_keeps_its_size() -> None:
+    model = _model()
+    model.fit(torch.zeros(4, 2))
+    embedding = torch.zeros(1, 2, 8, 8)
+    embedding[0, :, 4, 4] = 3.0
+    sharp = model.score_embeddings(embedding, (32, 32)).anomaly_map
+    model.blur_sigma = 4.0
+    smooth = model.score_embeddings(embedding, (32, 32)).anomaly_map
+    assert smooth.shape == sharp.shape == (1, 1, 32, 32)
+    assert smooth.max() < sharp.max() and smooth.sum().item() == pytest.approx(sharp.sum().item(), rel=0.05)

@@ -48,6 +48,7 @@ class CAP(AnomalyModule):
         feature_cache: bool = False,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, feature_cache=feature_cache, name="cap")
+        bank = BankOptions.from_config(bank).to_dict()  # checked, and plain values for the checkpoint
         if constraint_distance not in CONSTRAINT_DISTANCES:
             raise ValueError(f"constraint_distance must be one of {CONSTRAINT_DISTANCES}, got {constraint_distance!r}")
         if constraint_weight < 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -17,13 +19,15 @@ def upsample_map(scores: torch.Tensor, size: tuple[int, int], align_corners: boo
 
 def gaussian_blur(anomaly_map: torch.Tensor, sigma: float) -> torch.Tensor:
     """Smooth (B, 1, H, W) maps with a Gaussian of ``sigma`` pixels, truncated at 4σ with reflected borders (as
-    PatchCore's σ=4); the kernel shrinks to fit maps smaller than it."""
-    from torchvision.transforms.v2.functional import gaussian_blur as blur
-
+    PatchCore's σ=4); the kernel shrinks to fit maps smaller than it. Separable, with the kernel a constant, so
+    traced and ONNX exports carry it as one."""
     half = min(int(4.0 * sigma + 0.5), min(anomaly_map.shape[-2:]) - 1)
     if half < 1:
         return anomaly_map
-    return blur(anomaly_map, kernel_size=[2 * half + 1, 2 * half + 1], sigma=[sigma, sigma])
+    weights = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-half, half + 1)]
+    kernel = torch.tensor([w / sum(weights) for w in weights], dtype=anomaly_map.dtype, device=anomaly_map.device)
+    padded = F.pad(anomaly_map, (half, half, half, half), mode="reflect")
+    return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
 
 
 def avgpool_max(anomaly_map: torch.Tensor, kernel: int = 16) -> torch.Tensor:

@@ -136,6 +136,10 @@ class BankOptions:
         if self.nlist is not None and self.nprobe > self.nlist:
             raise ConfigError(f"{key}.nprobe={self.nprobe} is above the list count {key}.nlist={self.nlist}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, as hyper-parameters in a checkpoint (which loads with ``weights_only``) must be."""
+        return dataclasses.asdict(self)
+
     @property
     def subsamples(self) -> bool:
         return self.coreset_ratio < 1 or self.max_size is not None
@@ -321,7 +325,12 @@ class MemoryBank(nn.Module):
         if self.options.search == "hnsw":
             log.info("memory bank: HNSW searches on the CPU (faiss has no GPU HNSW); use bank.search=ivf on a GPU")
             return cpu_index
-        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), self.features.device.index or 0, cpu_index)
+        try:
+            return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), self.features.device.index or 0, cpu_index)
+        except RuntimeError as exc:  # e.g. a faiss-gpu build without this index type
+            log.warning("memory bank: faiss-gpu cannot hold this %s index (%s); it searches on the CPU",
+                        self.options.search, str(exc).splitlines()[0])  # fmt: skip
+            return cpu_index
 
     def _ensure_index(self):
         if self._index is None:
@@ -374,6 +383,11 @@ class MemoryBank(nn.Module):
         extra = 1 if exclude is not None else 0
         scores, indices = index.search(np.ascontiguousarray(q.cpu().numpy(), dtype=np.float32), k + extra)
         scores_t, indices_t = torch.from_numpy(scores), torch.from_numpy(indices)
+        if (indices_t < 0).any():  # an approximate index found fewer than k: too few lists probed
+            raise RuntimeError(
+                f"memory bank ({self.options.search}) returned fewer than k={k} neighbours; raise bank.nprobe "
+                "or bank.ef_search"
+            )
         if exclude is not None:
             keep = indices_t != exclude.cpu().view(-1, 1)
             # Rows that did not contain the excluded index drop their last (k+1-th) neighbour instead.
@@ -381,11 +395,6 @@ class MemoryBank(nn.Module):
             keep[drop_last, -1] = False
             scores_t = scores_t[keep].view(-1, k)
             indices_t = indices_t[keep].view(-1, k)
-        if (indices_t < 0).any():  # an approximate index found fewer than k: too few lists probed
-            raise RuntimeError(
-                f"memory bank ({self.options.search}) returned fewer than k={k} neighbours; raise bank.nprobe "
-                "or bank.ef_search"
-            )
         if self.metric == "l2":
             scores_t = scores_t.clamp_min(0).sqrt()
         return scores_t.to(device), indices_t.to(device)

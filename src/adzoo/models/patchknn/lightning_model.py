@@ -34,6 +34,7 @@ class PatchKNN(AnomalyModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
+        bank = BankOptions.from_config(bank).to_dict()  # checked, and plain values for the checkpoint
         self.save_hyperparameters(ignore=["backbone"])
         self.model = PatchKNNModel(
             backbone,
