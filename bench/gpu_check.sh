@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks for a lent CUDA machine (not CI): the gpu-marked tests, and patchknn end to end on the
+# GPU checks for a lent CUDA machine (not CI): the gpu-marked tests, patchcore's bank on the GPU, and patchknn end to end on the
 # generated set with fp32 and AMP, exact and streaming metrics, against the same run on that machine's CPU.
 # Usage there: bash bench/gpu_check.sh [OUT_DIR]; missing packages may be carried as wheels in .whl/.
 set -uo pipefail
@@ -24,6 +24,12 @@ run cpu trainer=cpu
 run gpu_fp32 trainer=gpu
 run gpu_amp trainer=gpu trainer.precision=16-mixed
 run gpu_streaming trainer=gpu callbacks=streaming
+# The memory bank on the GPU (issue 16): the greedy coreset runs there; exact and IVF indices need faiss-gpu
+# (`make install GPU=1`), HNSW stays on the CPU by design. Each log's "memory bank:" line gives its seconds.
+for search in exact ivf hnsw; do
+  run "patchcore_gpu_$search" trainer=gpu method=patchcore "bank.search=$search"
+  grep -h "memory bank:" "$OUT_DIR/patchcore_gpu_$search.log" | tail -1 || true
+done
 python3 - "$OUT_DIR" <<'PY'
 import json, sys
 root = sys.argv[1]

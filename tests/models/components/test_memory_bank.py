@@ -189,8 +189,7 @@ def test_bad_bank_options_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"bank\.nlist=30 is above the bank size \(20"):
         MemoryBank("l2", options={"search": "ivf", "nlist": 30}).fit(torch.randn(20, 4))
     fill = MemoryBank("l2", options={"max_memory_gb": 0.001}).start_fill()
-    with pytest.raises(
-        BankTooLargeError, match=r"needs an estimated 1\.13 GiB, but 0\.00 GiB is bank\.max_memory_gb"
-    ):
-        fill.expect(rows=1_000_000, dim=152)  # 0.57 GiB of float32 chunks + faiss's copy: refused before a chunk is held
+    with pytest.raises(BankTooLargeError, match=r"needs an estimated 1\.13 GiB, but 0\.00 GiB is bank\.max_memory_gb"):
+        # 0.57 GiB of float32 chunks and faiss's copy of them: refused before a chunk is held
+        fill.expect(rows=1_000_000, dim=152)
     assert fill.held_bytes == 0
