@@ -75,9 +75,9 @@ class BankOptions:
     projection_dim: int = 128  # the coreset's distances are computed after a sparse random projection to this
     search: str = "exact"  # exact | ivf | hnsw
     nlist: int | None = None  # IVF lists (null: max(nprobe, round(sqrt(bank size))))
-    nprobe: int = 16  # IVF lists visited per query
+    nprobe: int = 8  # IVF lists visited per query
     hnsw_m: int = 32  # HNSW links per node
-    ef_search: int = 128  # HNSW candidate list at query time
+    ef_search: int = 64  # HNSW candidate list at query time
     ef_construction: int = 80  # HNSW candidate list while building
     storage: str = "float32"  # float32 | float16
     max_memory_gb: float | None = None  # memory the bank may use (null: what the machine has available)
@@ -164,13 +164,15 @@ class BankOptions:
 
     def estimated_bytes(self, rows: int, dim: int) -> int:
         """What filling a bank from ``rows`` vectors of ``dim`` holds at its peak: the streamed chunks, the coreset's
-        projection and running minimum, the kept vectors and faiss's copy of them (with HNSW's links)."""
+        projection and running minimum, the kept vectors, and faiss's copy of them (with HNSW's links; twice for an
+        approximate index, which is also kept serialised)."""
         item = torch.empty(0, dtype=self.dtype).element_size()
         kept = self.kept(rows)
         chunks = rows * dim * item
         coreset = rows * (min(dim, self.projection_dim) + 3) * 4 if self.subsamples else 0
         bank = kept * dim * item if self.subsamples else 0  # without a coreset the chunks become the bank
-        return chunks + coreset + bank + self.index_bytes(kept, dim)
+        copies = 1 if self.search == "exact" else 2  # an approximate index is also kept serialised (index_blob)
+        return chunks + coreset + bank + copies * self.index_bytes(kept, dim)
 
     def index_bytes(self, kept: int, dim: int) -> int:
         """faiss's copy of ``kept`` vectors, with HNSW's links or IVF's ids."""
