@@ -106,6 +106,7 @@ def results_payload(
         values = [m[key] for m in per_category.values() if not math.isnan(m[key])]
         mean[key] = sum(values) / len(values)
     evaluating = task == "eval"
+    bank = {"coreset_ratio": 1.0, "max_size": None, "search": "exact", "storage": "float32", "seed": seed}
     config: dict[str, Any] = {
         "task_name": task,
         "seed": seed,
@@ -170,7 +171,8 @@ def results_payload(
         },
         "logger": {"csv": {"_target_": "pytorch_lightning.loggers.CSVLogger", "save_dir": str(folder)}},
         "method_name": "patchknn",
-        "model": {"_target_": "adzoo.models.patchknn.PatchKNN", "neighbourhood": 3, "k": 1, "seed": seed},
+        "model": {"_target_": "adzoo.models.patchknn.PatchKNN", "neighbourhood": 3, "k": 1, "bank": bank},
+        "bank": bank,
         "threshold": {"strategy": "percentile", "q": 99.0, "pixel_q": 99.9, "image": None, "pixel": None},
     }
     digest = _identity_digest(config)
