@@ -471,10 +471,14 @@ class BankFill:
             start = time.perf_counter()
             generator = torch.Generator().manual_seed(int(options.seed))
             reduce = dim > options.projection_dim  # projecting up would only cost time
-            projection = sparse_random_projection(dim, options.projection_dim, generator) if reduce else None
-            projected = torch.cat(
-                [c.float() @ projection if projection is not None else c.float() for c in self.chunks]
-            ).to(device)
+            projection = sparse_random_projection(dim, options.projection_dim, generator).to(device) if reduce else None
+            width = options.projection_dim if reduce else dim
+            projected = torch.empty(self.rows, width, device=device)  # filled chunk by chunk: no second copy
+            offset = 0
+            for chunk in self.chunks:
+                part = chunk.to(device).float()
+                projected[offset : offset + len(chunk)] = part @ projection if reduce else part
+                offset += len(chunk)
             peak += projected.numel() * 4 + 3 * self.rows * 4
             chosen = greedy_coreset(projected, size, generator).sort().values.cpu()
             del projected
