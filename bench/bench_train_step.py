@@ -1,0 +1,126 @@
+"""Training and eval step time of the reconstruction methods at their paper sizes, one column per speed-up.
+
+Run from the repo root (about 5 minutes on 1 CPU thread)::
+
+    .venv/bin/python bench/bench_train_step.py [--threads 1] [--repeats 3] [--methods uniad,adtr] [--device cpu]
+
+Each method is composed from its paper experiment (``experiment=<method>_paper_mvtec``: UniAD 224², 272
+channels on a 14×14 grid, 4+4 layers, batch 8; ADTR 256², batch 16) with random weights
+(``backbone.weights=none``): the timing does not depend on them. A training step is the LightningModule's own
+``training_step``, backward and an AdamW step; an eval step is its forward under ``no_grad``. The columns:
+
+- ``recompute``: the backbone runs on every step, in float32 (what the official code does);
+- ``cache``: the frozen-feature cache is warm (the same batch every step), float32;
+- ``cache+bf16``: and the step under ``torch.autocast`` in bfloat16 (Lightning's ``bf16-mixed``);
+- ``cache+compile``: and the reconstruction transformer through ``torch.compile`` (n/a where it cannot).
+
+The attention runs through ``F.scaled_dot_product_attention`` wherever dropout allows (eval, GPU, p=0); on
+the CPU in training the attention dropout takes the one-baddbmm path (``models/components/attention.py``).
+Issue 17 asks for CAP and Transformaly columns too; they are not in this script yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Callable
+
+import torch
+
+ROOT_CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
+COLUMNS = ("recompute", "cache", "cache+bf16", "cache+compile")
+
+
+def build(method: str, device: str):
+    """The method's LightningModule at its paper size, with random backbone weights, and a batch for it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from adzoo._config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT_CONF), version_base=None):
+        cfg = compose("train", overrides=[f"experiment={method}_paper_mvtec", "backbone.weights=none"])
+    module = instantiate(cfg.model).to(device)
+    size, batch = int(cfg.data.image_size), int(cfg.data.batch_size)
+    images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    return module, {"image": images, "path": [f"train/{i:03d}.png" for i in range(batch)]}, (size, batch)
+
+
+def timed(step: Callable[[], None], repeats: int, device: str) -> float:
+    step()  # warm-up: fills the cache, compiles, allocates
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(method: str, column: str, repeats: int, device: str) -> tuple[float, float] | str:
+    module, batch, _ = build(method, device)
+    module.use_feature_cache = column != "recompute"
+    if column == "cache+compile":
+        try:
+            module.model.reconstruction = torch.compile(module.model.reconstruction)
+        except Exception as exc:  # a platform without a compiler is a figure, not a crash
+            return f"n/a ({type(exc).__name__})"
+    optimiser = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if column == "cache+bf16" else contextlib.nullcontext()
+
+    def train_step() -> None:
+        module.train()
+        with autocast:
+            loss = module.training_step(batch, 0)
+        optimiser.zero_grad(set_to_none=True)
+        loss.float().backward()
+        optimiser.step()
+
+    def eval_step() -> None:
+        module.eval()
+        with torch.no_grad(), autocast:
+            module(batch["image"])
+
+    try:
+        return timed(train_step, repeats, device), timed(eval_step, repeats, device)
+    except Exception as exc:  # e.g. inductor failing to build on this machine
+        return f"n/a ({type(exc).__name__}: {str(exc).splitlines()[0][:60]})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default="uniad,adtr")
+    parser.add_argument("--columns", default=",".join(COLUMNS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer here: the modules' logging is a no-op
+    columns = args.columns.split(",")
+    where = f"{args.device}, {args.threads} thread(s)" if args.device == "cpu" else args.device
+    print(f"step seconds ({where}, torch {torch.__version__}); train = training_step + backward + AdamW")
+    print("| method | size | " + " | ".join(f"{c} train | {c} eval" for c in columns) + " | train speed-up |")
+    print("|" + " --- |" * (2 + 2 * len(columns) + 1))
+    for method in args.methods.split(","):
+        _, _, (size, batch) = build(method, "cpu")
+        cells, train = [], {}
+        for column in columns:
+            result = measure(method, column, args.repeats, args.device)
+            if isinstance(result, str):
+                cells += [result, ""]
+            else:
+                train[column] = result[0]
+                cells += [f"{result[0]:.2f}", f"{result[1]:.2f}"]
+        best = min(train.values()) if train else float("nan")
+        speed = f"{train['recompute'] / best:.2f}×" if "recompute" in train else ""
+        print(f"| {method} | {size}², batch {batch} | " + " | ".join(cells) + f" | {speed} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
