@@ -146,3 +146,37 @@ def test_attention_dropout_on_the_cpu_is_unbiased_and_respects_the_mask() -> Non
     v_probe = v.clone().requires_grad_()
     multihead_attention(mha, q, k, v_probe, mask, True).sum().backward()
     assert v_probe.grad[0, 2].abs().max() == 0  # the forbidden key's value is never read
+
+
+def _plain_attention(mha: torch.nn.MultiheadAttention, q, k, v, mask) -> torch.Tensor:
+    """The attention written out in plain matmuls, float64: per-head projections, QKᵀ/√d, −inf, softmax, ·V."""
+    dim, heads = mha.embed_dim, mha.num_heads
+    w, b = mha.in_proj_weight.double(), mha.in_proj_bias.double()
+    split = [(x.double() @ w[i * dim : (i + 1) * dim].T + b[i * dim : (i + 1) * dim]) for i, x in enumerate((q, k, v))]
+    qh, kh, vh = (x.view(x.shape[0], x.shape[1], heads, dim // heads).transpose(1, 2) for x in split)
+    scores = qh @ kh.transpose(-1, -2) / (dim // heads) ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+    out = (scores.softmax(-1) @ vh).transpose(1, 2).reshape(q.shape[0], q.shape[1], dim)
+    return out @ mha.out_proj.weight.double().T + mha.out_proj.bias.double()
+
+
+def test_every_attention_path_matches_plain_matmuls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SDPA (eval, and training at p=0) and the CPU dropout path (its dropout made the identity) each equal the
+    attention written out in matmuls to 1e-5, with UniAD's neighbour mask on a 6×6 grid."""
+    torch.manual_seed(1)
+    mha = torch.nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True)
+    x, memory = torch.randn(2, 36, 32), torch.randn(2, 36, 32)
+    mask = neighbour_mask(6, 3)
+    expected = _plain_attention(mha, x, memory, memory, mask).float()
+    torch.testing.assert_close(
+        multihead_attention(mha, x, memory, memory, mask, training=False), expected, atol=1e-5, rtol=0
+    )
+    monkeypatch.setattr(attention, "dropout", lambda weights, p, training: weights)
+    torch.testing.assert_close(
+        multihead_attention(mha, x, memory, memory, mask, training=True), expected, atol=1e-5, rtol=0
+    )
+    mha.dropout = 0.0
+    torch.testing.assert_close(
+        multihead_attention(mha, x, memory, memory, mask, training=True), expected, atol=1e-5, rtol=0
+    )
