@@ -12,7 +12,7 @@ channels on a 14×14 grid, 4+4 layers, batch 8; ADTR 256², batch 16) with rando
 - ``recompute``: the backbone runs on every step, in float32 (what the official code does);
 - ``cache``: the frozen-feature cache is warm (the same batch every step), float32;
 - ``cache+bf16``: and the step under ``torch.autocast`` in bfloat16 (Lightning's ``bf16-mixed``);
-- ``cache+compile``: and the reconstruction transformer through ``torch.compile`` (n/a where it cannot).
+- ``cache+compile``: and ``model.compile=true`` (the trained parts through ``torch.compile``; n/a where it cannot).
 
 The attention runs through ``F.scaled_dot_product_attention`` wherever dropout allows (eval, GPU, p=0); on
 the CPU in training the attention dropout takes the one-baddbmm path (``models/components/attention.py``).
@@ -63,11 +63,10 @@ def timed(step: Callable[[], None], repeats: int, device: str) -> float:
 def measure(method: str, column: str, repeats: int, device: str) -> tuple[float, float] | str:
     module, batch, _ = build(method, device)
     module.use_feature_cache = column != "recompute"
-    if column == "cache+compile":
-        try:
-            module.model.reconstruction = torch.compile(module.model.reconstruction)
-        except Exception as exc:  # a platform without a compiler is a figure, not a crash
-            return f"n/a ({type(exc).__name__})"
+    if column == "cache+compile":  # the model.compile=true switch: the trained parts, compiled in place
+        module.compile_model = True
+        if not module.compile_trained_parts():
+            return "n/a (no compiler)"
     optimiser = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     autocast = torch.autocast(device, dtype=torch.bfloat16) if column == "cache+bf16" else contextlib.nullcontext()
 

@@ -15,7 +15,8 @@ where, how fast or how visibly the run happens.
 - Execution details: ``paths``, ``logger``, every other callback (checkpointing), ``torch_threads``,
   ``force``, ``print_table``, ``tags``, ``sweep_name``, ``ckpt_path``, ``task_name``, ``allow_external_paths``,
   and the keys in :data:`EXECUTION_KEYS` (loader workers, the eval batch size, the frozen-feature cache,
-  the accelerator, progress bars, logging cadence, ``trainer.deterministic``, the memory bank's memory limit).
+  the accelerator, progress bars, logging cadence, ``trainer.deterministic``, the memory bank's memory limit,
+  ``model.compile``).
 
 Naming a default explicitly (``method=patchknn``) or setting an execution detail therefore maps to the same
 folder, and any identity change to another one. Before a run is skipped, the engine also checks the digest
@@ -43,7 +44,7 @@ IDENTITY_SECTIONS = (
 #: keys inside those sections that do not change a number
 EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("num_workers", "pin_memory", "eval_batch_size"),
-    "model": ("feature_cache", "bank.max_memory_gb"),
+    "model": ("feature_cache", "compile", "bank.max_memory_gb"),
     "trainer": (
         "accelerator", "enable_progress_bar", "enable_model_summary", "enable_checkpointing", "log_every_n_steps",
         "default_root_dir", "deterministic", "logger", "callbacks", "benchmark", "profiler", "barebones",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +42,15 @@ class AnomalyModule(pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         feature_cache: bool = True,
         name: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.use_feature_cache = feature_cache
+        #: ``model.compile``: torch.compile the trained parts of ``self.model`` (see :meth:`compile_trained_parts`)
+        self.compile_model = bool(compile)
+        self._compiled = False
         self.method_name = name or type(self).__name__.lower()
         self._feature_cache = None
         #: the decision rule fitted on the validation split (adzoo.thresholds.Decision.to_dict()); the checkpoint
@@ -63,6 +69,33 @@ class AnomalyModule(pl.LightningModule):
         from adzoo.thresholds import CHECKPOINT_KEY
 
         self.decision = checkpoint.get(CHECKPOINT_KEY)
+
+    def configure_model(self) -> None:
+        if self.compile_model and not self._compiled:
+            self._compiled = True
+            self.compile_trained_parts()
+
+    def compile_trained_parts(self) -> list[str]:
+        """``model.compile=true``: compile, in place (``nn.Module.compile``, so state-dict keys do not change),
+        every direct child of ``self.model`` that has trainable parameters. The frozen backbone is left alone:
+        its features are computed once and cached. Returns the names compiled.
+
+        Where torch.compile cannot run (no C++ compiler for the CPU backend, or an op it cannot trace), the
+        run goes on eagerly with one warning: nothing about the results depends on the switch."""
+        compiler = next((c for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)), None)
+        if self.device.type == "cpu" and compiler is None:
+            log.warning("model.compile=true: no C++ compiler (g++, clang++) for torch.compile's CPU backend; eager")
+            return []
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True  # a graph torch.compile cannot build runs eagerly instead
+        names = [
+            name for name, child in self.model.named_children() if any(p.requires_grad for p in child.parameters())
+        ]
+        for name in names:
+            getattr(self.model, name).compile()
+        log.info("model.compile=true: compiled %s", ", ".join(names) if names else "nothing (no trainable part)")
+        return names
 
     # -- features -------------------------------------------------------------------------------------
     def extract(self, backbone: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:

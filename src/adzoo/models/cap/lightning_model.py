@@ -46,8 +46,11 @@ class CAP(AnomalyModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         feature_cache: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, feature_cache=feature_cache, name="cap")
+        super().__init__(
+            optimizer=optimizer, scheduler=scheduler, feature_cache=feature_cache, name="cap", compile=compile
+        )
         bank = BankOptions.from_config(bank).to_dict()  # checked, and plain values for the checkpoint
         if constraint_distance not in CONSTRAINT_DISTANCES:
             raise ValueError(f"constraint_distance must be one of {CONSTRAINT_DISTANCES}, got {constraint_distance!r}")
