@@ -1,8 +1,9 @@
 """Training and eval step time of the reconstruction methods at their paper sizes, one column per speed-up.
 
-Run from the repo root (about 5 minutes on 1 CPU thread)::
+Run from the repo root (about 10 minutes on 1 CPU thread)::
 
-    .venv/bin/python bench/bench_train_step.py [--threads 1] [--repeats 3] [--methods uniad,adtr] [--device cpu]
+    .venv/bin/python bench/bench_train_step.py [--threads 1] [--repeats 3] [--methods uniad,adtr,cap,transformaly]
+        [--columns recompute,cache,cache+bf16,cache+compile] [--device cpu]
 
 Each method is composed from its paper experiment (``experiment=<method>_paper_mvtec``: UniAD 224², 272
 channels on a 14×14 grid, 4+4 layers, batch 8; ADTR 256², batch 16) with random weights
@@ -16,7 +17,9 @@ channels on a 14×14 grid, 4+4 layers, batch 8; ADTR 256², batch 16) with rando
 
 The attention runs through ``F.scaled_dot_product_attention`` wherever dropout allows (eval, GPU, p=0); on
 the CPU in training the attention dropout takes the one-baddbmm path (``models/components/attention.py``).
-Issue 17 asks for CAP and Transformaly columns too; they are not in this script yet.
+CAP fits its bank on the batch first (its training reads precomputed tables, so it has no ``recompute`` column
+and its speed-up is against ``cache``). Transformaly runs at batch 4 (the paper's is 32, at 384² with ViT-B/16)
+and has no eval column: its eval needs the Gaussian densities, fitted after the last epoch.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ import torch
 
 ROOT_CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
 COLUMNS = ("recompute", "cache", "cache+bf16", "cache+compile")
+#: the paper experiment of each method, and overrides that keep a CPU run finite
+EXPERIMENTS = {
+    "uniad": ("uniad_paper_mvtec", []),
+    "adtr": ("adtr_paper_mvtec", []),
+    "cap": ("cap_paper_mvtec", []),  # ResNet-152, 224², batch 16
+    "transformaly": ("transformaly_paper", ["data.batch_size=4"]),  # ViT-B/16 at 384²; the paper's batch is 32
+}
 
 
 def build(method: str, device: str):
@@ -41,7 +51,8 @@ def build(method: str, device: str):
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT_CONF), version_base=None):
-        cfg = compose("train", overrides=[f"experiment={method}_paper_mvtec", "backbone.weights=none"])
+        experiment, extra = EXPERIMENTS[method]
+        cfg = compose("train", overrides=[f"experiment={experiment}", "backbone.weights=none", *extra])
     module = instantiate(cfg.model).to(device)
     size, batch = int(cfg.data.image_size), int(cfg.data.batch_size)
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -62,6 +73,11 @@ def timed(step: Callable[[], None], repeats: int, device: str) -> float:
 
 def measure(method: str, column: str, repeats: int, device: str) -> tuple[float, float] | str:
     module, batch, _ = build(method, device)
+    if method == "cap":
+        if column == "recompute":  # its training never sees the backbone (methods.md: the tables are fixed)
+            return "n/a (features once, by design)"
+        features, paths = module.pooled_features([batch])  # the batch is the training set
+        module.fit_bank(features, paths)
     module.use_feature_cache = column != "recompute"
     if column == "cache+compile":  # the model.compile=true switch: the trained parts, compiled in place
         module.compile_model = True
@@ -84,7 +100,10 @@ def measure(method: str, column: str, repeats: int, device: str) -> tuple[float,
             module(batch["image"])
 
     try:
-        return timed(train_step, repeats, device), timed(eval_step, repeats, device)
+        train = timed(train_step, repeats, device)
+        if method == "transformaly":  # its eval needs the Gaussian densities, fitted after the last epoch
+            return train, float("nan")
+        return train, timed(eval_step, repeats, device)
     except Exception as exc:  # e.g. inductor failing to build on this machine
         return f"n/a ({type(exc).__name__}: {str(exc).splitlines()[0][:60]})"
 
@@ -93,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--methods", default="uniad,adtr")
+    parser.add_argument("--methods", default="uniad,adtr,cap,transformaly")
     parser.add_argument("--columns", default=",".join(COLUMNS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -115,9 +134,10 @@ def main() -> None:
                 cells += [result, ""]
             else:
                 train[column] = result[0]
-                cells += [f"{result[0]:.2f}", f"{result[1]:.2f}"]
+                cells += [f"{result[0]:.2f}", "n/a" if result[1] != result[1] else f"{result[1]:.2f}"]
         best = min(train.values()) if train else float("nan")
-        speed = f"{train['recompute'] / best:.2f}×" if "recompute" in train else ""
+        base = train.get("recompute", train.get("cache"))
+        speed = f"{base / best:.2f}×" if base else ""
         print(f"| {method} | {size}², batch {batch} | " + " | ".join(cells) + f" | {speed} |", flush=True)
 
 
