@@ -28,10 +28,11 @@ import argparse
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-ROOT_CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
+ROOT_CONF = Path(__file__).resolve().parents[1] / "conf"
 COLUMNS = ("recompute", "cache", "cache+bf16", "cache+compile")
 #: the paper experiment of each method, and overrides that keep a CPU run finite
 EXPERIMENTS = {
@@ -42,21 +43,27 @@ EXPERIMENTS = {
 }
 
 
-def build(method: str, device: str):
-    """The method's LightningModule at its paper size, with random backbone weights, and a batch for it."""
+def paper_config(method: str):
+    """The method's paper experiment, composed with random backbone weights (and the CPU overrides above)."""
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
     from adzoo._config import register_resolvers
 
     register_resolvers()
+    experiment, extra = EXPERIMENTS[method]
     with initialize_config_dir(config_dir=str(ROOT_CONF), version_base=None):
-        experiment, extra = EXPERIMENTS[method]
-        cfg = compose("train", overrides=[f"experiment={experiment}", "backbone.weights=none", *extra])
+        return compose("train", overrides=[f"experiment={experiment}", "backbone.weights=none", *extra])
+
+
+def build(method: str, device: str):
+    """The method's LightningModule at its paper size and a batch of random images for it."""
+    from hydra.utils import instantiate
+
+    cfg = paper_config(method)
     module = instantiate(cfg.model).to(device)
     size, batch = int(cfg.data.image_size), int(cfg.data.batch_size)
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    return module, {"image": images, "path": [f"train/{i:03d}.png" for i in range(batch)]}, (size, batch)
+    return module, {"image": images, "path": [f"train/{i:03d}.png" for i in range(batch)]}
 
 
 def timed(step: Callable[[], None], repeats: int, device: str) -> float:
@@ -72,7 +79,7 @@ def timed(step: Callable[[], None], repeats: int, device: str) -> float:
 
 
 def measure(method: str, column: str, repeats: int, device: str) -> tuple[float, float] | str:
-    module, batch, _ = build(method, device)
+    module, batch = build(method, device)
     if method == "cap":
         if column == "recompute":  # its training never sees the backbone (methods.md: the tables are fixed)
             return "n/a (features once, by design)"
@@ -126,7 +133,8 @@ def main() -> None:
     print("| method | size | " + " | ".join(f"{c} train | {c} eval" for c in columns) + " | train speed-up |")
     print("|" + " --- |" * (2 + 2 * len(columns) + 1))
     for method in args.methods.split(","):
-        _, _, (size, batch) = build(method, "cpu")
+        cfg = paper_config(method)  # sizes only: building the model here would cost a backbone's construction
+        size, batch = int(cfg.data.image_size), int(cfg.data.batch_size)
         cells, train = [], {}
         for column in columns:
             result = measure(method, column, args.repeats, args.device)

@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from adzoo.models.components.coreset import coreset_size, greedy_coreset, sparse_random_projection
+from tests.models.components._mixture import gaussian_mixture
 
 
 def _clustered(n: int, dim: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    centres = 4 * torch.randn(8, dim, generator=g)
-    return centres[torch.randint(8, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+    return gaussian_mixture(n, dim, seed, clusters=8, scale=4.0)
 
 
 def test_each_chosen_point_is_the_farthest_from_those_already_chosen() -> None:

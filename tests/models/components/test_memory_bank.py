@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from adzoo.models.components import MemoryBank
+from tests.models.components._mixture import gaussian_mixture
 
 # The searches run in float32 (faiss through BLAS, torch through cdist or a matmul), each in its own summation
 # order, so their scores are compared with the exact float64 ones to this: the scores here are O(1-10), where
@@ -99,11 +100,7 @@ def test_torch_search_matches_faiss() -> None:
 
 
 def _mixture(n: int, dim: int, seed: int) -> torch.Tensor:
-    """Random data with structure (a Gaussian mixture), as patch features have: iid Gaussians in many dims are
-    the adversarial case for any approximate index, where no probe short of all of them finds the neighbour."""
-    g = torch.Generator().manual_seed(seed)
-    centres = 3 * torch.randn(64, dim, generator=g)
-    return centres[torch.randint(64, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+    return gaussian_mixture(n, dim, seed, clusters=64, scale=3.0)
 
 
 @pytest.mark.parametrize("search", ["ivf", "hnsw"])

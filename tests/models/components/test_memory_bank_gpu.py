@@ -7,6 +7,7 @@ import torch
 
 from adzoo.models.components import MemoryBank
 from adzoo.models.components.coreset import greedy_coreset
+from tests.models.components._mixture import gaussian_mixture
 
 pytestmark = [
     pytest.mark.gpu,
@@ -15,9 +16,7 @@ pytestmark = [
 
 
 def _mixture(n: int, dim: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    centres = 3 * torch.randn(32, dim, generator=g)
-    return centres[torch.randint(32, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+    return gaussian_mixture(n, dim, seed, clusters=32, scale=3.0)
 
 
 def test_the_coreset_on_cuda_is_the_cpu_one() -> None:

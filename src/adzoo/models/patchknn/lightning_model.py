@@ -51,9 +51,10 @@ class PatchKNN(AnomalyModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         embedding = self.model.embed(self.extract(self.model.backbone, batch["image"]))
-        images = len(getattr(getattr(self.trainer, "datamodule", None), "train_set", ()))
-        if batch_idx == 0 and images:  # the fill's size is known now: refuse a bank that cannot fit before it grows
-            self._fill.expect(images * embedding.shape[-2] * embedding.shape[-1], embedding.shape[1])
+        if batch_idx == 0:  # the fill's size is known now: refuse a bank that cannot fit before it grows
+            images = len(getattr(getattr(self.trainer, "datamodule", None), "train_set", ()))
+            if images:
+                self._fill.expect(images * embedding.shape[-2] * embedding.shape[-1], embedding.shape[1])
         self._fill.add(self.model.patches(embedding))
 
     def on_train_epoch_end(self) -> None:
