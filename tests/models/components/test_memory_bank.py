@@ -118,8 +118,11 @@ def test_approximate_search_is_exact_at_full_probe_and_recalls_at_the_default(se
     complete = MemoryBank("l2", options=full)
     complete.fit(bank_x)
     found = complete.search(queries, k=1)[1][:, 0]
-    if storage == "float32":
-        assert torch.equal(found, truth)
+    if storage == "float32":  # the exact neighbour; a different index only at a float32 tie (other kernels)
+        distances = torch.cdist(queries.double(), bank_x.double())
+        rows = torch.arange(len(queries))
+        gap = (distances[rows, found] - distances[rows, truth]).abs()
+        assert float(gap.max()) <= SCORE_TOL and (found == truth).float().mean().item() >= 0.99
     else:  # fp16 storage moves distances by ~1e-3 relative: only near-ties may swap
         assert (found == truth).float().mean().item() >= 0.99
 
