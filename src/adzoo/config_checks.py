@@ -47,7 +47,8 @@ def validate_config(cfg: DictConfig) -> None:
         )
     _require_int(cfg, "data.batch_size", 1)
     _require_int(cfg, "data.eval_batch_size", 1, optional=True)
-    _require_int(cfg, "data.num_workers", 0, optional=True)
+    if _select(cfg, "data.num_workers") != "auto":
+        _require_int(cfg, "data.num_workers", 0, optional=True, what="auto or an integer >= 0")
     _require_int(cfg, "torch_threads", 1, optional=True)
     _require_int(cfg, "seed", 0, what="an integer in [0, 2**32 - 1]")
     if cfg.seed > 2**32 - 1:

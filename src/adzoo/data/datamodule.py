@@ -16,8 +16,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from adzoo.data.preload import PRELOAD_CHOICES, PreloadedDataset, default_workers, preload_splits
 from adzoo.data.types import select_categories
 from adzoo.utils.io import file_digest
+from adzoo.utils.resources import available_bytes
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +126,15 @@ class AnomalyDataModule(pl.LightningDataModule):
         image_size: int = 128,
         batch_size: int = 16,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         setting: str = "unified",
         categories: Sequence[str] | str = "all",
         pin_memory: bool = False,
         seed: int = 0,
         val_fraction: float = 0.1,
         val_anomalies: str = "none",
+        preload: str | bool = "auto",
+        preload_max_gb: float = 4.0,
     ) -> None:
         super().__init__()
         from adzoo.data.synthetic_anomalies import check_generator
@@ -151,7 +155,17 @@ class AnomalyDataModule(pl.LightningDataModule):
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        counted = isinstance(num_workers, int) and not isinstance(num_workers, bool) and num_workers >= 0
+        if not (num_workers == "auto" or counted):
+            raise ValueError(f"data.num_workers must be auto or an integer >= 0, got {num_workers!r}")
+        if preload not in PRELOAD_CHOICES:
+            raise ValueError(f"data.preload must be one of auto, true, false; got {preload!r}")
+        if float(preload_max_gb) < 0:
+            raise ValueError(f"data.preload_max_gb must be >= 0, got {preload_max_gb}")
+        #: ``auto``: none for a preloaded split, :func:`default_workers` for a lazy one
+        self.num_workers = num_workers
+        self.preload = preload
+        self.preload_max_gb = float(preload_max_gb)
         self.setting = setting
         self.pin_memory = pin_memory
         self.seed = seed
@@ -179,6 +193,8 @@ class AnomalyDataModule(pl.LightningDataModule):
             seed=self.seed,
             val_fraction=self.val_fraction,
             val_anomalies=self.val_anomalies,
+            preload=self.preload,
+            preload_max_gb=self.preload_max_gb,
         )
 
     def has_masks(self, category: str) -> bool:
@@ -197,6 +213,9 @@ class AnomalyDataModule(pl.LightningDataModule):
             self._test = self.source.test_dataset(self.categories, self.image_size)
             if len(self._train) == 0:
                 raise ValueError(f"no training images for categories {self.categories} in {self.name!r}")
+            splits = {"train": self._train, "validation": self._val, "test": self._test}
+            splits = preload_splits(splits, self.preload, self.preload_max_gb, available_bytes())
+            self._train, self._val, self._test = splits["train"], splits["validation"], splits["test"]
 
     def _train_and_validation(self) -> tuple[Dataset, Dataset | None]:
         """The training images and the validation split, which is never fitted on.
@@ -265,6 +284,7 @@ class AnomalyDataModule(pl.LightningDataModule):
             sampler = EpochShuffleSampler(len(dataset), self.seed)
         elif world > 1:
             sampler = UnrepeatedDistributedSampler(len(dataset), rank, world)
+        workers = self.workers_for(dataset)
         # A private generator: iterating a loader never draws from (and so never shifts) the global RNG.
         generator = getattr(sampler, "loader_generator", None) or torch.Generator().manual_seed(self.seed)
         return DataLoader(
@@ -272,10 +292,17 @@ class AnomalyDataModule(pl.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
             generator=generator,
-            num_workers=self.num_workers,
+            num_workers=workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
         )
+
+    def workers_for(self, dataset: Dataset) -> int:
+        """Loader processes for ``dataset``: ``data.num_workers``, or with ``auto`` none for a preloaded split (it
+        is in memory) and :func:`~adzoo.data.preload.default_workers` for a lazy one."""
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        return 0 if isinstance(dataset, PreloadedDataset) else default_workers()
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
@@ -328,4 +355,11 @@ class AnomalyDataModule(pl.LightningDataModule):
             "val_source": dict(self.val_source),
             "test_images": len(self.test_set),
             "batches_per_epoch": math.ceil(len(self.train_set) / self.batch_size),
+            "preloaded": [name for name, split in self._splits() if isinstance(split, PreloadedDataset)],
+            "loader_workers": {name: self.workers_for(split) for name, split in self._splits()},
         }
+
+    def _splits(self) -> list[tuple[str, Dataset]]:
+        self.setup()
+        splits = [("train", self._train), ("validation", self._val), ("test", self._test)]
+        return [(name, split) for name, split in splits if split is not None]

@@ -161,22 +161,25 @@ def _plain_attention(mha: torch.nn.MultiheadAttention, q, k, v, mask) -> torch.T
     return out @ mha.out_proj.weight.double().T + mha.out_proj.bias.double()
 
 
-def test_every_attention_path_matches_plain_matmuls(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("inputs", ["cross", "fused q/k", "fused q/k/v"])
+def test_every_attention_path_matches_plain_matmuls(inputs: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """SDPA (eval, and training at p=0) and the CPU dropout path (its dropout made the identity) each equal the
-    attention written out in matmuls to 1e-5, with UniAD's neighbour mask on a 6×6 grid."""
+    attention written out in matmuls to 1e-5, with UniAD's neighbour mask on a 6×6 grid; also when the query is
+    the key (self-attention: one fused q/k projection) or the value too (q/k/v fused)."""
     torch.manual_seed(1)
     mha = torch.nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True)
     x, memory = torch.randn(2, 36, 32), torch.randn(2, 36, 32)
+    key, value = {"cross": (memory, memory), "fused q/k": (x, memory), "fused q/k/v": (x, x)}[inputs]
     mask = neighbour_mask(6, 3)
-    expected = _plain_attention(mha, x, memory, memory, mask).float()
+    expected = _plain_attention(mha, x, key, value, mask).float()
     torch.testing.assert_close(
-        multihead_attention(mha, x, memory, memory, mask, training=False), expected, atol=1e-5, rtol=0
+        multihead_attention(mha, x, key, value, mask, training=False), expected, atol=1e-5, rtol=0
     )
     monkeypatch.setattr(attention, "dropout", lambda weights, p, training: weights)
     torch.testing.assert_close(
-        multihead_attention(mha, x, memory, memory, mask, training=True), expected, atol=1e-5, rtol=0
+        multihead_attention(mha, x, key, value, mask, training=True), expected, atol=1e-5, rtol=0
     )
     mha.dropout = 0.0
     torch.testing.assert_close(
-        multihead_attention(mha, x, memory, memory, mask, training=True), expected, atol=1e-5, rtol=0
+        multihead_attention(mha, x, key, value, mask, training=True), expected, atol=1e-5, rtol=0
     )

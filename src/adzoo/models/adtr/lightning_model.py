@@ -22,6 +22,7 @@ from adzoo.models.adtr.losses import (
 )
 from adzoo.models.adtr.torch_model import ADTRModel
 from adzoo.models.base import AnomalyModule
+from adzoo.models.components import residual
 from adzoo.models.output import AnomalyOutput
 
 log = logging.getLogger(__name__)
@@ -160,14 +161,14 @@ class ADTR(AnomalyModule):
         size = tuple(images.shape[-2:])
         clean = self.model.align(self.extract(self.model.backbone, images), size)
         if not self.supervised_now():
-            loss = normal_loss(clean - self.model.reconstruct(clean))
+            loss = normal_loss(residual(clean, self.model.reconstruct(clean)))
             return self._log_loss(loss, clean.shape[0])
         count = max(1, round(self.anomaly_ratio * images.shape[0]))
         anomalies, masks = self.anomalies(images, count)
         with torch.no_grad():  # frozen backbone; never cached: these pixels are new every step
             noisy = self.model.align(self.model.backbone(anomalies), size)
         features = torch.cat([clean, noisy])
-        difference = features - self.model.reconstruct(features)
+        difference = residual(features, self.model.reconstruct(features))
         phi = pseudo_huber(difference)
         if self.supervision == "pixel":
             normal_masks = torch.zeros_like(masks[:1]).expand(clean.shape[0], -1, -1, -1)

@@ -11,16 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adzoo.models.components.precision import full_precision
+
 LABEL_DOWNSAMPLING = ("max", "area")
 # Lower bound on the push term's argument: −log(1 − exp(−x)) is +∞ at x = 0 (no reconstruction error).
 PUSH_EPS = 1e-6
 
 
+@full_precision
 def normal_loss(difference: Tensor) -> Tensor:
     """L_norm = (1/HW)·‖f − f̂‖²₂: squared L2 over channels, averaged over positions (and the batch)."""
     return difference.pow(2).sum(dim=1).mean()
 
 
+@full_precision
 def pseudo_huber(difference: Tensor) -> Tensor:
     """φ(u) = sqrt((mean_i |d(i, u)|)² + 1) − 1, per position: (B, C, H, W) → (B, H, W)."""
     return (difference.abs().mean(dim=1).pow(2) + 1.0).sqrt() - 1.0
@@ -31,6 +35,7 @@ def _push(value: Tensor) -> Tensor:
     return -torch.log(-torch.expm1(-value.clamp_min(PUSH_EPS)))
 
 
+@full_precision
 def pixel_loss(phi: Tensor, labels: Tensor, alpha: float = 0.003) -> Tensor:
     """L_px with labels y(u) ∈ [0, 1] per position, (B, H, W) each; the mean over the batch.
 
@@ -46,6 +51,7 @@ def pixel_loss(phi: Tensor, labels: Tensor, alpha: float = 0.003) -> Tensor:
     return (pull + alpha * torch.where(has_anomaly, push, torch.zeros_like(push))).mean()
 
 
+@full_precision
 def image_loss(phi: Tensor, labels: Tensor, alpha: float = 0.003, top_k: int = 20) -> Tensor:
     """L_img with image labels y ∈ {0, 1} (B,): q = mean of the top-k φ of the image, then
     (1 − y)·q − α·y·log(1 − exp(−q)), averaged over the batch. Top-k because an anomalous image is mostly

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adzoo.errors import ConfigError
-from adzoo.models.components import BankOptions, MemoryBank, upsample_map
+from adzoo.models.components import BankOptions, MemoryBank, full_precision, upsample_map
 from adzoo.models.output import AnomalyOutput
 
 MAP_VECTORS = ("pretrained", "adapted")
@@ -92,6 +92,13 @@ class CAPHead(nn.Module):
         return HeadOutput(z_hat, normal_hat, weights, attention)
 
 
+@full_precision
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 − cos(a, b) over dim 1, in float32: the score (Eq. 8) and L_S (Eq. 5)."""
+    return 1.0 - F.cosine_similarity(a, b, dim=1)
+
+
+@full_precision
 def cap_loss(
     z: torch.Tensor,
     z_hat: torch.Tensor,
@@ -105,7 +112,7 @@ def cap_loss(
     """
     if distance not in CONSTRAINT_DISTANCES:
         raise ValueError(f"constraint distance must be one of {CONSTRAINT_DISTANCES}, got {distance!r}")
-    similarity = (1.0 - F.cosine_similarity(z_hat, normal_hat, dim=1)).mean()
+    similarity = cosine_distance(z_hat, normal_hat).mean()
     squared = (z - z_hat).pow(2)
     dist = squared.mean(dim=1) if distance == "mse" else squared.sum(dim=1)
     constraint = (dist + 1.0 - F.cosine_similarity(z, z_hat, dim=1)).mean()
@@ -203,8 +210,9 @@ class CAPModel(nn.Module):
     def score(self, z: torch.Tensor, neighbours: torch.Tensor) -> tuple[torch.Tensor, HeadOutput]:
         """Eq. 8: s = 1 − cos(ẑ, ẑⁿ) for pretrained features z (B, D) and neighbours (B, K, D)."""
         out = self.head(z, neighbours)
-        return 1.0 - F.cosine_similarity(out.z_hat, out.normal_hat, dim=1), out
+        return cosine_distance(out.z_hat, out.normal_hat), out
 
+    @full_precision
     def normal_vector(self, neighbours: torch.Tensor, out: HeadOutput) -> torch.Tensor:
         """The normal representation compared with f(u) in the map.
 
@@ -216,6 +224,7 @@ class CAPModel(nn.Module):
             return out.normal_hat
         return (out.weights.unsqueeze(-1) * neighbours).sum(dim=1)
 
+    @full_precision
     def anomaly_map(
         self, z: torch.Tensor, normal: torch.Tensor, fmap: torch.Tensor, size: tuple[int, int]
     ) -> torch.Tensor:

@@ -10,6 +10,7 @@ from adzoo.models.components.attention import (
     xavier_init_linears,
 )
 from adzoo.models.components.memory_bank import BankOptions, BankTooLargeError, MemoryBank
+from adzoo.models.components.precision import full_precision, mse_loss, residual
 from adzoo.models.components.reconstruction import (
     FeatureReconstructionModel,
     ReconstructionTransformer,
@@ -31,9 +32,12 @@ __all__ = [
     "align_features",
     "avgpool_max",
     "distance_map",
+    "full_precision",
     "gaussian_blur",
     "image_score",
+    "mse_loss",
     "neighbour_mask",
+    "residual",
     "upsample_map",
     "xavier_init_linears",
 ]

@@ -7,7 +7,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from adzoo.models.components.precision import full_precision
 
+
+@full_precision
 def upsample_map(scores: torch.Tensor, size: tuple[int, int], align_corners: bool = True) -> torch.Tensor:
     """(B, h, w) or (B, 1, h, w) patch scores → (B, 1, H, W) map by bilinear interpolation."""
     if scores.dim() == 3:
@@ -17,6 +20,7 @@ def upsample_map(scores: torch.Tensor, size: tuple[int, int], align_corners: boo
     return F.interpolate(scores, size=size, mode="bilinear", align_corners=align_corners)
 
 
+@full_precision
 def gaussian_blur(anomaly_map: torch.Tensor, sigma: float) -> torch.Tensor:
     """Smooth (B, 1, H, W) maps with a Gaussian of ``sigma`` pixels, truncated at 4σ with reflected borders (as
     PatchCore's σ=4); the kernel shrinks to fit maps smaller than it. Separable, with the kernel a constant, so
@@ -30,6 +34,7 @@ def gaussian_blur(anomaly_map: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
 
 
+@full_precision
 def avgpool_max(anomaly_map: torch.Tensor, kernel: int = 16) -> torch.Tensor:
     """Max of a kernel×kernel stride-1 average pool: the UniAD/ADer image score. (B,1,H,W) or (B,H,W) → (B,)."""
     if anomaly_map.dim() == 3:
@@ -41,6 +46,7 @@ def avgpool_max(anomaly_map: torch.Tensor, kernel: int = 16) -> torch.Tensor:
 SCORE_MODES = ("max", "mean")
 
 
+@full_precision
 def image_score(anomaly_map: torch.Tensor, mode: str = "max", pool_kernel: int = 16) -> torch.Tensor:
     """(B, 1, H, W) map → (B,) score: ``max`` of a pool_kernel² stride-1 average pool (MVTec-like data) or ``mean``
     (one-class classification sets, the reference CIFAR-10 protocol)."""

@@ -113,13 +113,19 @@ def multihead_attention(
     """
     batch, n_query, dim = query.shape
     heads = attn.num_heads
-    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
-    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+    # Fused input projections: one GEMM for the inputs that are the same tensor (self-attention: q = k = x + pos,
+    # and v = x too without a positional embedding), the rows of in_proj_weight taken together.
+    n_fused = 3 if key is query and value is query else 2 if key is query else 1
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    projected = list(F.linear(query, weight[: n_fused * dim], bias[: n_fused * dim]).chunk(n_fused, dim=-1))
+    for i, x in enumerate((query, key, value)):
+        if i >= n_fused:
+            projected.append(F.linear(x, weight[i * dim : (i + 1) * dim], bias[i * dim : (i + 1) * dim]))
 
-    def split(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # (B, N, D) → (B, heads, N, D / heads)
-        return F.linear(x, weight, bias).view(batch, x.shape[1], heads, dim // heads).transpose(1, 2)
+    def split(x: Tensor) -> Tensor:  # (B, N, D) → (B, heads, N, D / heads)
+        return x.view(batch, x.shape[1], heads, dim // heads).transpose(1, 2)
 
-    q, k, v = split(query, w_q, b_q), split(key, w_k, b_k), split(value, w_v, b_v)
+    q, k, v = (split(x) for x in projected)
     p = attn.dropout if training else 0.0
     if p == 0.0 or q.device.type != "cpu":
         allowed = None if attn_mask is None else ~attn_mask
@@ -149,7 +155,7 @@ class AttentionBlock(nn.Module):
         self, query: Tensor, memory: Tensor, pos: Tensor | None = None, attn_mask: Tensor | None = None
     ) -> Tensor:
         q = query if pos is None else query + pos
-        k = memory if pos is None else memory + pos
+        k = q if memory is query else memory if pos is None else memory + pos  # self-attention: one tensor, fused
         out = multihead_attention(self.attn, q, k, memory, attn_mask, self.training)
         return self.norm(query + self.dropout(out))
 

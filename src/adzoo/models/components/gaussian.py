@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from adzoo.models.components.memory_bank import MemoryBank
+from adzoo.models.components.precision import full_precision
 
 __all__ = [
     "DENSITIES",
@@ -131,6 +132,7 @@ class PCAWhitening(FittedBuffers):
         self._set("scale", 1.0 / np.sqrt(np.maximum(pca.explained_variance_[:k], np.finfo(np.float64).tiny)))
         return self
 
+    @full_precision
     def forward(self, x: Tensor) -> Tensor:
         if self.variance is None:
             return x
@@ -180,8 +182,9 @@ class GaussianDensity(FittedBuffers):
         self._set("precision_chol", gmm.precisions_cholesky_)
         return self
 
+    @full_precision
     def forward(self, x: Tensor) -> Tensor:
-        """(N, D) features -> (N,) log-density, in the features' dtype."""
+        """(N, D) features -> (N,) log-density, float32 (float64 for float64 features)."""
         self._require_fitted()
         z = x.to(torch.float64)
         dim = z.shape[1]
@@ -217,6 +220,7 @@ class KNNDensity(FittedBuffers):
         self.bank.fit(x)
         return self
 
+    @full_precision
     def forward(self, x: Tensor) -> Tensor:
         self._require_fitted()
         distances, _ = self.bank.search(x, k=self.k)

@@ -31,6 +31,7 @@ from torch import nn
 
 from adzoo.errors import ConfigError
 from adzoo.models.components.coreset import coreset_size, greedy_coreset, sparse_random_projection
+from adzoo.utils.resources import available_bytes
 
 log = logging.getLogger(__name__)
 
@@ -178,18 +179,6 @@ class BankOptions:
         """faiss's copy of ``kept`` vectors, with HNSW's links or IVF's ids."""
         links = {"hnsw": self.hnsw_m * 2 * 4, "ivf": 8}.get(self.search, 0)
         return kept * (dim * (2 if self.storage == "float16" else 4) + links)
-
-
-def available_bytes() -> int:
-    """Memory this process can still take (psutil's ``available``; /proc/meminfo where psutil is missing)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil comes with wandb
-        with open("/proc/meminfo") as handle:
-            fields = dict(line.split(":", 1) for line in handle)
-        return int(fields["MemAvailable"].split()[0]) * 1024
 
 
 def _peak_rss_bytes() -> int | None:

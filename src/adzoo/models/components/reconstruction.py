@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from adzoo.models.components.anomaly_map import SCORE_MODES, image_score, upsample_map
 from adzoo.models.components.attention import DecoderLayer, Encoder, PositionEmbedding2d, xavier_init_linears
 from adzoo.models.components.attention import neighbour_mask as build_neighbour_mask
+from adzoo.models.components.precision import full_precision
 from adzoo.models.output import AnomalyOutput
 
 
@@ -53,6 +54,7 @@ def align_features(features: Sequence[Tensor], size: tuple[int, int], mode: str 
     return torch.cat([_resize(f, size, mode) for f in features], dim=1)
 
 
+@full_precision
 def distance_map(features: Tensor, rebuilt: Tensor) -> Tensor:
     """(B, C, h, w) features and reconstruction → (B, h, w) per-position L2 norm of their difference."""
     return (features - rebuilt).pow(2).sum(dim=1).sqrt()
@@ -211,8 +213,9 @@ class FeatureReconstructionModel(nn.Module):
         rebuilt = self.reconstruction(tokens)
         return rebuilt.transpose(1, 2).reshape(batch, channels, height, width)
 
+    @full_precision
     def score(self, aligned: Tensor, rebuilt: Tensor, image_size: tuple[int, int]) -> AnomalyOutput:
-        """Map = ‖f − f̂‖₂ per position, upsampled to the input; score = pooled max or mean of the map."""
+        """Map = ‖f − f̂‖₂ per position, upsampled to the input; score = pooled max or mean of the map (float32)."""
         anomaly_map = upsample_map(distance_map(aligned, rebuilt), image_size, align_corners=True)
         return AnomalyOutput(
             pred_score=image_score(anomaly_map, self.score_mode, self.pool_kernel), anomaly_map=anomaly_map

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adzoo.models.components import BankOptions, MemoryBank, gaussian_blur, upsample_map
+from adzoo.models.components import BankOptions, MemoryBank, full_precision, gaussian_blur, upsample_map
 from adzoo.models.output import AnomalyOutput
 
 
@@ -88,6 +88,7 @@ class PatchKNNModel(nn.Module):
         weight = 1.0 - torch.exp(star - torch.logsumexp(distances, dim=1))
         return weight * star
 
+    @full_precision
     def score_embeddings(self, embedding: torch.Tensor, image_size: tuple[int, int]) -> AnomalyOutput:
         batch, _, height, width = embedding.shape
         flat = self.patches(embedding)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adzoo.models.components import upsample_map
+from adzoo.models.components import full_precision, mse_loss, upsample_map
 from adzoo.models.components.gaussian import PCAWhitening, build_density
 from adzoo.models.output import AnomalyOutput
 from adzoo.models.transformaly.teacher import PRETRAINED_FEATURES, BlockTeacher
@@ -132,7 +132,7 @@ class TransformalyModel(nn.Module):
     def student_loss(self, states: States) -> Tensor:
         """Eq. 1 for every student at once: the mean over blocks of each block's MSE over all tokens and channels
         (for a ViT, equal to the official single MSE over blocks x tokens x channels)."""
-        losses = [F.mse_loss(self.students[str(b)](states[b]), states[b + 1]) for b in self.student_blocks]
+        losses = [mse_loss(self.students[str(b)](states[b]), states[b + 1]) for b in self.student_blocks]
         return torch.stack(losses).mean()
 
     # -- features ----------------------------------------------------------------------------------------
@@ -176,17 +176,17 @@ class TransformalyModel(nn.Module):
     def log_likelihoods(self, z_p: Tensor, z_f: Tensor) -> dict[str, Tensor]:
         """Per-space log-likelihoods of the used spaces (in fp32/fp64, also under mixed precision)."""
         out = {}
-        with torch.autocast(device_type=z_p.device.type, enabled=False):
-            if self.uses_pretrained:
-                out["pretrained"] = self.pretrained_density(self.pca(z_p.float()))
-            if self.uses_finetuned:
-                out["finetuned"] = self.finetuned_density(z_f.float())
+        if self.uses_pretrained:
+            out["pretrained"] = self.pretrained_density(self.pca(z_p))
+        if self.uses_finetuned:
+            out["finetuned"] = self.finetuned_density(z_f)
         return out
 
     def normality(self, z_p: Tensor, z_f: Tensor) -> Tensor:
         """Eq. 5 in log form: the sum of the spaces' log-likelihoods (higher = more normal)."""
         return torch.stack(list(self.log_likelihoods(z_p, z_f).values())).sum(dim=0)
 
+    @full_precision
     def anomaly_map(self, maps: list[Tensor], size: tuple[int, int]) -> Tensor:
         """Mean over scored blocks of each block's discrepancy relative to its training mean, at input size."""
         target = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adzoo.models.base import AnomalyModule
+from adzoo.models.components import mse_loss
 from adzoo.models.output import AnomalyOutput
 from adzoo.models.uniad.torch_model import UniADModel
 
@@ -76,7 +76,7 @@ class UniAD(AnomalyModule):
         images = batch["image"]
         features = self.model.align(self.extract(self.model.backbone, images), tuple(images.shape[-2:]))
         # §3.3 objective: MSE to the clean features (the jitter only perturbs the input).
-        loss = self.check_loss(F.mse_loss(self.model.reconstruct(features), features))
+        loss = self.check_loss(mse_loss(self.model.reconstruct(features), features))
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=features.shape[0])
         return loss
 
