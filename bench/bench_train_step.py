@@ -13,6 +13,7 @@ channels on a 14×14 grid, 4+4 layers, batch 8; ADTR 256², batch 16) with rando
 - ``recompute``: the backbone runs on every step, in float32 (what the official code does);
 - ``cache``: the frozen-feature cache is warm (the same batch every step), float32;
 - ``cache+bf16``: and the step under ``torch.autocast`` in bfloat16 (Lightning's ``bf16-mixed``);
+- ``cache+fp16`` (CUDA only): the same in float16 (``16-mixed``);
 - ``cache+compile``: and ``model.compile=true`` (the trained parts through ``torch.compile``; n/a where it cannot).
 
 The attention runs through ``F.scaled_dot_product_attention`` wherever dropout allows (eval, GPU, p=0); on
@@ -34,6 +35,8 @@ import torch
 
 ROOT_CONF = Path(__file__).resolve().parents[1] / "conf"
 COLUMNS = ("recompute", "cache", "cache+bf16", "cache+compile")
+#: on CUDA also float16 autocast (Lightning's ``16-mixed``, whose GradScaler costs nothing measurable here)
+CUDA_COLUMNS = ("recompute", "cache", "cache+bf16", "cache+fp16", "cache+compile")
 #: the paper experiment of each method, and overrides that keep a CPU run finite
 EXPERIMENTS = {
     "uniad": ("uniad_paper_mvtec", []),
@@ -91,7 +94,8 @@ def measure(method: str, column: str, repeats: int, device: str) -> tuple[float,
         if not module.compile_trained_parts():
             return "n/a (no compiler)"
     optimiser = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
-    autocast = torch.autocast(device, dtype=torch.bfloat16) if column == "cache+bf16" else contextlib.nullcontext()
+    dtype = {"cache+bf16": torch.bfloat16, "cache+fp16": torch.float16}.get(column)
+    autocast = torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def train_step() -> None:
         module.train()
@@ -120,14 +124,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default="uniad,adtr,cap,transformaly")
-    parser.add_argument("--columns", default=",".join(COLUMNS))
+    parser.add_argument("--columns", default=None, help="default: every column the device has")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import warnings
 
     warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer here: the modules' logging is a no-op
-    columns = args.columns.split(",")
+    columns = (args.columns or ",".join(CUDA_COLUMNS if args.device == "cuda" else COLUMNS)).split(",")
     where = f"{args.device}, {args.threads} thread(s)" if args.device == "cpu" else args.device
     print(f"step seconds ({where}, torch {torch.__version__}); train = training_step + backward + AdamW")
     print("| method | size | " + " | ".join(f"{c} train | {c} eval" for c in columns) + " | train speed-up |")

@@ -43,7 +43,7 @@ IDENTITY_SECTIONS = (
 )  # fmt: skip
 #: keys inside those sections that do not change a number
 EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
-    "data": ("num_workers", "pin_memory", "eval_batch_size"),
+    "data": ("num_workers", "pin_memory", "eval_batch_size", "preload", "preload_max_gb"),
     "model": ("feature_cache", "compile", "bank.max_memory_gb"),
     "trainer": (
         "accelerator", "enable_progress_bar", "enable_model_summary", "enable_checkpointing", "log_every_n_steps",

@@ -190,6 +190,8 @@ def results_payload(
         "val_source": {c: "held out from train (1 of 6)" for c in categories},
         "test_images": 6 * len(categories),
         "batches_per_epoch": 1,
+        "preloaded": ["train", "validation", "test"],
+        "loader_workers": {"train": 0, "validation": 0, "test": 0},
     }
     if sha is not None:
         data["fingerprint"] = fingerprint
