@@ -5,7 +5,7 @@
 #   demo   every method's demo profile on the generated set in 32-true, bf16-mixed and 16-mixed, and the metric
 #          change against fp32 (PRECISIONS and DEMOS narrow it)
 #   bank   patchcore's memory bank on the GPU with each search (exact and IVF need faiss-gpu: make install GPU=1)
-#   ddp    trainer=ddp on one device as a smoke test (patchknn, then UniAD's quick profile)
+#   ddp    trainer=ddp on one device as a smoke test (patchknn, then 5 steps of UniAD's demo profile)
 #   metric patchknn on CPU vs GPU in fp32 / AMP / streaming metrics (the metric agreement check)
 # Usage there: bash bench/gpu_check.sh [OUT_DIR] [SECTIONS...] (default: every section). Missing packages may be
 # carried as wheels in .whl/. The figures go to the README's "Measured here" table with the device named.
@@ -28,7 +28,7 @@ want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 run() {  # name, overrides...: one adzoo-train run, its wall time and its metric line
   local name=$1; shift
   local t0; t0=$(date +%s%N)
-  python3 -m adzoo.train trainer.enable_progress_bar=false "hydra.run.dir=$OUT_DIR/$name" "$@" > "$OUT_DIR/$name.log" 2>&1
+  python3 -m adzoo.train trainer.enable_progress_bar=false force=true "hydra.run.dir=$OUT_DIR/$name" "$@" > "$OUT_DIR/$name.log" 2>&1
   local rc=$?
   echo "== $name rc=$rc wall=$(( ($(date +%s%N) - t0) / 1000000 )) ms"
   grep -A8 "metrics in" "$OUT_DIR/$name.log" | tail -2
@@ -81,7 +81,7 @@ fi
 
 if want ddp; then
   run ddp_patchknn trainer=$DDP trainer.devices=1 method=patchknn
-  run ddp_uniad trainer=$DDP trainer.devices=1 experiment=quick method=uniad
+  run ddp_uniad trainer=$DDP trainer.devices=1 experiment=demo_uniad trainer.max_epochs=1 trainer.limit_train_batches=5
 fi
 
 if want metric; then
