@@ -72,10 +72,11 @@ class PreloadedDataset(Dataset):
     """Every item of ``base``, decoded once (``threads`` at a time) and served from memory, bit for bit."""
 
     def __init__(self, base: Dataset, threads: int | None = None, first: dict[str, Any] | None = None) -> None:
+        """``first``: item 0 already packed (the budget estimate read it), so it is not decoded twice."""
         n = len(base)  # type: ignore[arg-type]
         self.threads = max(1, threads or cpu_cores())
         started = time.perf_counter()
-        head = [_pack(first)] if first is not None else []
+        head = [first] if first is not None else []
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="adzoo-preload") as pool:
             rest = list(pool.map(lambda i: _pack(base[i]), range(len(head), n)))
         self.items = head + rest
@@ -113,8 +114,8 @@ def preload_splits(
         if dataset is None or len(dataset) == 0 or lazy_from is not None:  # type: ignore[arg-type]
             out[name] = dataset
             continue
-        first = dataset[0]
-        estimate = packed_bytes(_pack(first)) * len(dataset)  # type: ignore[arg-type]
+        first = _pack(dataset[0])
+        estimate = packed_bytes(first) * len(dataset)  # type: ignore[arg-type]
         if used + estimate > budget:
             lazy_from = name
             log.info(

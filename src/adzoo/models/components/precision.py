@@ -10,6 +10,7 @@ inputs it changes nothing, so the fp32 computations checked against the official
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -47,9 +48,8 @@ def full_precision(fn: Fn) -> Fn:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         device = _device_type(args, kwargs)
-        if device is None or not torch.is_autocast_enabled(device):
-            return fn(*(_float32(a) for a in args), **{k: _float32(v) for k, v in kwargs.items()})
-        with torch.autocast(device_type=device, enabled=False):
+        autocast_on = device is not None and torch.is_autocast_enabled(device)
+        with torch.autocast(device_type=device, enabled=False) if autocast_on else contextlib.nullcontext():
             return fn(*(_float32(a) for a in args), **{k: _float32(v) for k, v in kwargs.items()})
 
     return wrapper  # type: ignore[return-value]
