@@ -46,6 +46,7 @@ from adzoo.thresholds import CHECKPOINT_KEY, Decision, ThresholdConfig, Threshol
 from adzoo.utils.checkpoint import AtomicCheckpointIO, check_free_space, load_checkpoint, state_bytes
 from adzoo.utils.distributed import gather_objects, rank
 from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json, run_lock
+from adzoo.utils.loggers import build_loggers, close_loggers
 
 log = logging.getLogger("adzoo")
 
@@ -149,30 +150,6 @@ def _device_info(trainer: pl.Trainer) -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def _build_loggers(cfg: DictConfig, version: str) -> list[Any]:
-    loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if logger_cfg is None or "_target_" not in logger_cfg:
-            continue
-        extra = {} if "wandb" in str(logger_cfg._target_).lower() else {"version": version}
-        if extra == {}:
-            extra = {"name": f"{logger_cfg.get('name', name)}-{version}"} if version != "unified" else {}
-        loggers.append(instantiate(logger_cfg, **extra))
-    return loggers
-
-
-def _close_loggers(loggers: list[Any], failed: bool) -> None:
-    """Finish wandb runs even when the job fails, marked failed, so no run is left open in the process."""
-    for logger in loggers:
-        if "Wandb" in type(logger).__name__:
-            import wandb
-
-            with contextlib.suppress(Exception):
-                logger.finalize("failed" if failed else "success")
-            if wandb.run is not None:
-                wandb.finish(exit_code=1 if failed else 0)
 
 
 def _resolve_ckpt(ckpt_path: str | None, group_dir: Path, category: str | None = None) -> str | None:
@@ -365,7 +342,7 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
                 callbacks.append(instantiate(cb_cfg, dirpath=str(group_dir / "checkpoints")))
             else:
                 callbacks.append(instantiate(cb_cfg))
-        loggers = _build_loggers(cfg, label)
+        loggers = build_loggers(cfg, label)
         failed = True
         try:
             hparams = _resolved_config(cfg)
@@ -395,7 +372,7 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
             test_s = time.perf_counter() - t0
             failed = False
         finally:
-            _close_loggers(loggers, failed)
+            close_loggers(loggers, failed)
         is_zero = trainer.is_global_zero
         results = metrics_cb.results
         per_category.update(results["per_category"])
