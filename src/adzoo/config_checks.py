@@ -50,6 +50,12 @@ def validate_config(cfg: DictConfig) -> None:
     if _select(cfg, "data.num_workers") != "auto":
         _require_int(cfg, "data.num_workers", 0, optional=True, what="auto or an integer >= 0")
     _require_int(cfg, "torch_threads", 1, optional=True)
+    objective = _select(cfg, "search.objective")
+    if objective is not None:
+        from adzoo.search.objective import check_objective
+
+        val_fraction = float(_select(cfg, "data.val_fraction") or 0)
+        check_objective(objective, val_fraction, str(_select(cfg, "data.val_anomalies")))
     _require_int(cfg, "seed", 0, what="an integer in [0, 2**32 - 1]")
     if cfg.seed > 2**32 - 1:
         raise ConfigError(f"seed={cfg.seed} must be an integer in [0, 2**32 - 1]")

@@ -31,6 +31,7 @@ from adzoo.callbacks.anomaly_metrics import AnomalyMetrics, prediction_fields
 from adzoo.config_checks import validate_config
 from adzoo.data.datamodule import epoch_seed
 from adzoo.errors import ConfigError, OutputFolderError
+from adzoo.metrics import category_mean
 from adzoo.metrics.resample import ARTIFACT as HISTOGRAMS_FILE
 from adzoo.metrics.resample import save_histograms
 from adzoo.run_identity import (
@@ -42,8 +43,10 @@ from adzoo.run_identity import (
     identity_digest,
     locate_run,
 )
+from adzoo.search.objective import PIXEL_OBJECTIVES, SEARCH_TRIAL, check_objective, validation_metrics
 from adzoo.thresholds import CHECKPOINT_KEY, Decision, ThresholdConfig, ThresholdError, ValidationOutputs, fit_decision
 from adzoo.utils.checkpoint import AtomicCheckpointIO, check_free_space, load_checkpoint, state_bytes
+from adzoo.utils.cost import FLOPS_COUNTED, PeakMemory, eval_flops_per_image
 from adzoo.utils.distributed import gather_objects, rank
 from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json, run_lock
 from adzoo.utils.loggers import build_loggers, close_loggers
@@ -285,10 +288,26 @@ def _finished(cfg: DictConfig, results_path: Path, digest: str, fingerprint: dic
 
 def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | None:
     """One run; ``source`` (what an eval reads) is None for training."""
+    with PeakMemory() as memory:
+        payload = _run_measured(cfg, source, memory)
+    return payload
+
+
+def search_objective(cfg: DictConfig) -> str | None:
+    """``search.objective`` checked (a search trial), or None for an ordinary run."""
+    name = OmegaConf.select(cfg, "search.objective", default=None)
+    if name is None:
+        return None
+    data = cfg.get("data") or {}
+    return check_objective(name, float(data.get("val_fraction", 0.0)), str(data.get("val_anomalies", "none")))
+
+
+def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMemory) -> dict[str, Any] | None:
     evaluate_only = source is not None
     output_dir = Path(cfg.paths.output_dir)
     results_path = output_dir / RESULTS_FILE
-    task = "eval" if evaluate_only else "train"
+    objective = None if evaluate_only else search_objective(cfg)
+    task = "eval" if evaluate_only else (SEARCH_TRIAL if objective else "train")
     digest = identity_digest(cfg)
     _claim_folder(cfg, output_dir, digest, task)
     started = time.perf_counter()
@@ -299,6 +318,8 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
+    if objective is not None:
+        datamodule.withhold_test()  # a search trial never builds, reads or scores the test split
     fingerprint = datamodule.fingerprint()
     if not evaluate_only:
         done = _finished(cfg, results_path, digest, fingerprint)
@@ -320,6 +341,8 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
     group_timings: list[dict[str, Any]] = []
     parameters: dict[str, int] = {}
     device: dict[str, Any] = {}
+    flops: dict[str, int] | None = None
+    validation: dict[str, dict[str, float]] = {}  # a search trial's validation metrics, per category
     is_zero = True
 
     for category in groups:
@@ -352,7 +375,8 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
                 cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
             )
             fit_s: float | None = None
-            _check_decidable(threshold_cfg, dm)  # before any training: a decision that cannot be fitted fails now
+            if objective is None:
+                _check_decidable(threshold_cfg, dm)  # before any training: a decision that cannot be fitted fails now
             if evaluate_only:
                 ckpt = _resolve_ckpt(cfg.ckpt_path, group_dir, category)
                 _load_weights(model, ckpt)
@@ -360,48 +384,42 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
                 t0 = time.perf_counter()
                 trainer.fit(model, datamodule=dm, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), group_dir, category))
                 fit_s = time.perf_counter() - t0
-            decision = _decide(threshold_cfg, trainer, model, dm, reuse_stored=evaluate_only)
-            metrics_cb.decision = decision
-            if decision is not None:
-                model.decision = decision.to_dict()
-                decisions[label] = decision.to_dict()
-                if not evaluate_only:
-                    _store_decision(trainer)
+            if flops is None and trainer.is_global_zero:
+                flops = eval_flops_per_image(model, dm.image_size)
             t0 = time.perf_counter()
-            trainer.test(model, datamodule=dm, verbose=False)
+            if objective is not None:
+                validation.update(validation_metrics(_predict(trainer, model, dm), objective in PIXEL_OBJECTIVES))
+            else:
+                decision = _decide(threshold_cfg, trainer, model, dm, reuse_stored=evaluate_only)
+                metrics_cb.decision = decision
+                if decision is not None:
+                    model.decision = decision.to_dict()
+                    decisions[label] = decision.to_dict()
+                    if not evaluate_only:
+                        _store_decision(trainer)
+                t0 = time.perf_counter()
+                trainer.test(model, datamodule=dm, verbose=False)
             test_s = time.perf_counter() - t0
             failed = False
         finally:
             close_loggers(loggers, failed)
         is_zero = trainer.is_global_zero
-        results = metrics_cb.results
-        per_category.update(results["per_category"])
-        notes.update(results["notes"])
-        conventions = results["conventions"]
-        rows.extend(metrics_cb.per_image)
-        histograms.update(metrics_cb.histograms)
-        n_test = len(dm.test_set)
-        group_timings.append(
-            {
-                "group": label,
-                "fit_s": fit_s,
-                "test_s": test_s,
-                "test_images": n_test,
-                "train_images": len(dm.train_set),
-                "throughput_images_per_s": n_test / test_s if test_s else None,
-            }
-        )
+        if objective is None:
+            results = metrics_cb.results
+            per_category.update(results["per_category"])
+            notes.update(results["notes"])
+            conventions = results["conventions"]
+            rows.extend(metrics_cb.per_image)
+            histograms.update(metrics_cb.histograms)
+        scored = dm.val_set if objective is not None else dm.test_set
+        group_timings.append(_timing(label, fit_s, test_s, len(scored), dm))
         bank = getattr(getattr(model, "model", None), "memory_bank", None)
         if bank is not None and bank.report:  # what the fill kept, and its seconds and bytes (patchknn, CAP)
             group_timings[-1]["memory_bank"] = dict(bank.report)
         parameters = model.parameter_counts()
         device = _device_info(trainer)
 
-    keys = sorted({k for m in per_category.values() for k in m})
-    mean = {}
-    for key in keys:
-        values = [m[key] for m in per_category.values() if key in m and not math.isnan(m[key])]
-        mean[key] = sum(values) / len(values) if values else math.nan
+    mean = category_mean(per_category)
     fit_total = None if evaluate_only else sum(g["fit_s"] for g in group_timings)
     test_total = sum(g["test_s"] for g in group_timings)
     test_images = sum(g["test_images"] for g in group_timings)
@@ -426,6 +444,7 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
         },
         "throughput_images_per_s": test_images / test_total if test_total else None,
         "parameters": parameters,
+        "cost": _cost(flops, memory),
         "device": device,
         "versions": _versions(),
         "git": _git_info(),
@@ -435,6 +454,11 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
     }
     if source is not None:
         payload["source"] = source
+    if objective is not None:
+        return _finish_trial(cfg, payload, objective, validation, results_path, is_zero)
+    tuned = OmegaConf.select(cfg, "search.tuned", default=None)
+    if tuned is not None:  # the test run of a search's best config (adzoo.search.sweeper): where it came from
+        payload["search"] = {"tuned": OmegaConf.to_container(tuned, resolve=True)}
     if is_zero and rank() == 0:
         if datamodule.setting == "separate":
             _write_merged_predictions(output_dir / "predictions.csv", rows)
@@ -450,6 +474,50 @@ def _run(cfg: DictConfig, source: dict[str, Any] | None) -> dict[str, Any] | Non
             print(f"\n{cfg.method_name} on {datamodule.name} ({datamodule.setting}), metrics in %:\n{table}")
             fit_text = "eval only" if fit_total is None else f"fit {fit_total:.1f}s"
             print(f"{fit_text}, test {test_total:.1f}s → {results_path}")
+    return payload
+
+
+def _timing(label: str, fit_s: float | None, test_s: float, images: int, dm: Any) -> dict[str, Any]:
+    """One model's times; ``test_s`` and ``test_images`` are the validation split's in a search trial."""
+    return {
+        "group": label,
+        "fit_s": fit_s,
+        "test_s": test_s,
+        "test_images": images,
+        "train_images": len(dm.train_set),
+        "throughput_images_per_s": images / test_s if test_s else None,
+    }
+
+
+def _cost(flops: dict[str, int] | None, memory: PeakMemory) -> dict[str, Any]:
+    """FLOPs per image of the eval forward and the run's peak memory (adzoo.utils.cost), for results.json."""
+    cost: dict[str, Any] = {"flops_counted": FLOPS_COUNTED}
+    if flops is not None:
+        cost.update({"flops_per_image": flops["total"], "gflops_per_image": flops["total"] / 1e9,
+                     "flops_torch": flops["torch"], "flops_memory_bank": flops["memory_bank"]})  # fmt: skip
+    memory.peak_bytes = max(memory.peak_bytes, memory.start_bytes)
+    cost.update(memory.report())
+    return cost
+
+
+def _finish_trial(
+    cfg: DictConfig,
+    payload: dict[str, Any],
+    objective: str,
+    validation: dict[str, dict[str, float]],
+    results_path: Path,
+    is_zero: bool,
+) -> dict[str, Any]:
+    """A search trial's results.json: validation metrics and the objective's value, no test metric at all."""
+    from adzoo.search.objective import OBJECTIVES
+
+    mean = category_mean(validation)
+    value = mean.get(OBJECTIVES[objective], math.nan)
+    payload["validation"] = {"per_category": validation, "mean": mean}
+    payload["search"] = {"objective": objective, "value": value}
+    if is_zero and rank() == 0:
+        atomic_write_json(results_path, payload)
+        print(f"search trial: {objective} = {value:.4f} (validation, {len(validation)} categories) → {results_path}")
     return payload
 
 
@@ -495,12 +563,8 @@ def _decide(config: ThresholdConfig, trainer: pl.Trainer, model: Any, dm: Any, r
     if config.strategy == "manual" and (dm.val_set is None or len(dm.val_set) == 0):
         return fit_decision(config, None)
     t0 = time.perf_counter()
-    predicted = trainer.predict(model, dataloaders=dm.val_dataloader(), return_predictions=True) or []
-    keep = ("pred_score", "anomaly_map", "label", "mask")
-    local = [{k: torch.as_tensor(b[k]).detach().cpu() for k in keep} for b in predicted]
-    batches = [b for part in gather_objects(local) for b in part]
     try:
-        decision = fit_decision(config, ValidationOutputs.from_batches(batches, dm.val_anomalies))
+        decision = fit_decision(config, ValidationOutputs.from_batches(_predict(trainer, model, dm), dm.val_anomalies))
     except ThresholdError as exc:
         raise ConfigError(str(exc)) from exc
     assert decision is not None
@@ -509,6 +573,15 @@ def _decide(config: ThresholdConfig, trainer: pl.Trainer, model: Any, dm: Any, r
              config.strategy, len(dm.val_set), time.perf_counter() - t0, decision.image_threshold, pixel,
              decision.validation)  # fmt: skip
     return decision
+
+
+def _predict(trainer: pl.Trainer, model: Any, dm: Any) -> list[dict[str, Any]]:
+    """The model's eval outputs on the validation split, gathered from every rank, on the CPU."""
+    predicted = trainer.predict(model, dataloaders=dm.val_dataloader(), return_predictions=True) or []
+    keep = ("pred_score", "anomaly_map", "label", "mask")
+    local = [{**{k: torch.as_tensor(b[k]).detach().cpu() for k in keep}, "category": list(b["category"])}
+             for b in predicted]  # fmt: skip
+    return [b for part in gather_objects(local) for b in part]
 
 
 def _store_decision(trainer: pl.Trainer) -> None:

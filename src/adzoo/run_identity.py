@@ -11,9 +11,11 @@ where, how fast or how visibly the run happens.
 
 - Identity: ``method_name``, ``profile``, ``seed``, ``data`` (root as an absolute path, categories, sizes,
   setting, generator parameters), ``model``, ``backbone``, ``trainer`` (epochs, precision, clipping, limits,
-  devices and strategy: the world size changes the effective batch) and ``callbacks.metrics`` (conventions).
+  devices and strategy: the world size changes the effective batch), ``callbacks.metrics`` (conventions) and,
+  when set, ``search.objective`` (a search trial scores the validation split instead of testing).
 - Execution details: ``paths``, ``logger``, every other callback (checkpointing), ``torch_threads``,
   ``force``, ``print_table``, ``tags``, ``sweep_name``, ``ckpt_path``, ``task_name``, ``allow_external_paths``,
+  ``search.tuned`` (where a tuned config came from),
   and the keys in :data:`EXECUTION_KEYS` (loader workers, the eval batch size, the frozen-feature cache,
   the accelerator, progress bars, logging cadence, ``trainer.deterministic``, the memory bank's memory limit,
   ``model.compile``).
@@ -41,6 +43,9 @@ from adzoo.errors import ConfigError
 IDENTITY_SECTIONS = (
     "method_name", "profile", "seed", "data", "model", "backbone", "trainer", "callbacks.metrics", "threshold",
 )  # fmt: skip
+#: identity keys that count only when set, so configs from before the key existed keep their digests: a search
+#: trial (``search.objective``) computes validation numbers, not a run's test numbers
+OPTIONAL_IDENTITY_KEYS = ("search.objective",)
 #: keys inside those sections that do not change a number
 EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("num_workers", "pin_memory", "eval_batch_size", "preload", "preload_max_gb"),
@@ -101,6 +106,10 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
         node = OmegaConf.select(cfg, section, default=None, throw_on_missing=False)
         value = _resolved(node, EXECUTION_KEYS.get(section, ()))
         out[section] = _absolute_roots(value) if section == "data" else value
+    for key in OPTIONAL_IDENTITY_KEYS:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is not None:
+            out[key] = value
     return out
 
 

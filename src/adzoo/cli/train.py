@@ -35,6 +35,8 @@ def app(cfg: DictConfig) -> float | None:
     results = run(cfg)
     if results is None:
         return None
+    if "objective" in (results.get("search") or {}):  # a search trial: the sweeper maximises its validation value
+        return results["search"]["value"]
     return results["metrics"]["mean"].get("image_auroc")
 
 

@@ -176,10 +176,18 @@ class AnomalyDataModule(pl.LightningDataModule):
         self._val: Dataset | None = None
         self._test: Dataset | None = None
         self.val_source: dict[str, str] = {}  # category -> where its validation images come from
+        #: a hyper-parameter search trial (adzoo.search): the test split is never built, checked or read
+        self.test_withheld = False
+
+    def withhold_test(self) -> None:
+        """Build no test split: what a search trial chooses can then depend on validation data alone."""
+        if self._test is not None:
+            raise RuntimeError("withhold_test() after setup: the test split is built already")
+        self.test_withheld = True
 
     def for_category(self, category: str) -> AnomalyDataModule:
         """A datamodule over one category (the separate setting), sharing the indexed source."""
-        return AnomalyDataModule(
+        dm = AnomalyDataModule(
             self.source,
             name=self.name,
             root=self.root,
@@ -196,6 +204,9 @@ class AnomalyDataModule(pl.LightningDataModule):
             preload=self.preload,
             preload_max_gb=self.preload_max_gb,
         )
+        if self.test_withheld:
+            dm.withhold_test()
+        return dm
 
     def has_masks(self, category: str) -> bool:
         return self.source.has_masks(category)
@@ -205,12 +216,18 @@ class AnomalyDataModule(pl.LightningDataModule):
         have ``validate``; in-memory ones hold nothing that can be unreadable), so bad data fails in one error."""
         check = getattr(self.source, "validate", None)
         if callable(check):
-            check(self.categories)
+            check(self.categories, **self._test_choice())
+
+    def _test_choice(self) -> dict[str, bool]:
+        """``include_test=False`` for a source's ``validate``/``files`` in a search trial (sources without test-free
+        variants are then refused by their signature, never silently read)."""
+        return {"include_test": False} if self.test_withheld else {}
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is None:
             self._train, self._val = self._train_and_validation()
-            self._test = self.source.test_dataset(self.categories, self.image_size)
+            if not self.test_withheld:
+                self._test = self.source.test_dataset(self.categories, self.image_size)
             if len(self._train) == 0:
                 raise ValueError(f"no training images for categories {self.categories} in {self.name!r}")
             splits = {"train": self._train, "validation": self._val, "test": self._test}
@@ -269,6 +286,8 @@ class AnomalyDataModule(pl.LightningDataModule):
     @property
     def test_set(self) -> Dataset:
         self.setup()
+        if self.test_withheld:
+            raise RuntimeError(f"{self.name!r}: the test split is withheld (a hyper-parameter search trial)")
         assert self._test is not None
         return self._test
 
@@ -326,13 +345,13 @@ class AnomalyDataModule(pl.LightningDataModule):
     def fingerprint(self) -> dict[str, Any]:
         """What exactly was read, for results.json: a hash over every file's name (relative to the data root, so
         a moved copy matches) and content hash. A changed pixel or a renamed file changes it; size and mtime
-        would miss an edited image of the same size and flag a mere copy."""
+        would miss an edited image of the same size and flag a mere copy. A search trial hashes no test file."""
         files = getattr(self.source, "files", None)
         digest = hashlib.sha256()
         count = 0
         if callable(files):
             root = getattr(self.source, "root", None)
-            for path in sorted(files()):
+            for path in sorted(files(**self._test_choice())):
                 name = os.path.relpath(path, root) if root is not None else str(path)
                 digest.update(f"{Path(name).as_posix()}\0{file_digest(path)}\n".encode())
                 count += 1
@@ -353,7 +372,8 @@ class AnomalyDataModule(pl.LightningDataModule):
             "val_images": 0 if self.val_set is None else len(self.val_set),
             "val_anomalies": self.val_anomalies,
             "val_source": dict(self.val_source),
-            "test_images": len(self.test_set),
+            "test_images": None if self.test_withheld else len(self.test_set),
+            "test_withheld": self.test_withheld,
             "batches_per_epoch": math.ceil(len(self.train_set) / self.batch_size),
             "preloaded": [name for name, split in self._splits() if isinstance(split, PreloadedDataset)],
             "loader_workers": {name: self.workers_for(split) for name, split in self._splits()},

@@ -353,7 +353,7 @@ class MVTecLayoutSource:
         self._train: dict[str, list[SampleRecord]] = {}
         self._test: dict[str, list[SampleRecord]] = {}
         self._val: dict[str, list[SampleRecord]] = {}  # a shipped validation split (MVTec AD 2: validation/good)
-        self._validated: set[str] = set()
+        self._validated: set[tuple[str, bool]] = set()  # (category, test images included)
         for category in self._categories:
             self._train[category], self._test[category] = self._index(category)
             val_dir = self.root / category / "validation" / "good"
@@ -403,13 +403,14 @@ class MVTecLayoutSource:
     def categories(self) -> list[str]:
         return list(self._categories)
 
-    def validate(self, categories: Sequence[str] | str | None = None) -> None:
+    def validate(self, categories: Sequence[str] | str | None = None, include_test: bool = True) -> None:
         """Check every image and mask of ``categories`` (default: all indexed) in one pass; raise one DataError
         listing every problem found, so a user fixes their data once instead of once per crash mid-training.
 
         Images are checked by :func:`check_image` (header, checksums; no full decode where avoidable), masks are
         decoded (they are small) and checked against :func:`read_mask`'s contract and their image's size.
         Categories that passed are remembered, so the separate setting does not check them again.
+        ``include_test=False`` (a search trial) checks the training and validation images only.
         """
         if categories is None:
             categories = self.categories()
@@ -419,17 +420,17 @@ class MVTecLayoutSource:
             raise DataError(f"data root {self.root}: cannot validate unindexed categories {unknown}")
         problems: list[str] = []
         failed: list[str] = []
-        todo = [c for c in wanted if c not in self._validated]
+        todo = [c for c in wanted if (c, include_test) not in self._validated and (c, True) not in self._validated]
         start = time.perf_counter()
         for category in todo:
-            found = self._problems(category)
+            found = self._problems(category, include_test)
             if found:
                 problems.extend(found)
                 failed.append(category)
             else:
-                self._validated.add(category)
+                self._validated.add((category, include_test))
         if todo:
-            files = sum(len(self._train[c]) + len(self._val.get(c, [])) + len(self._test[c]) for c in todo)
+            files = sum(len(self._records(c, include_test)) for c in todo)
             log.info(
                 "checked %d images (and their masks) of %d categories in %.2f s",
                 files,
@@ -445,15 +446,20 @@ class MVTecLayoutSource:
                 f"(fix them all, then run again):\n{listed}{more}"
             )
 
-    def _problems(self, category: str) -> list[str]:
+    def _records(self, category: str, include_test: bool = True) -> list[SampleRecord]:
+        """The category's records: training, shipped validation and (unless left out) test."""
+        test = self._test[category] if include_test else []
+        return self._train[category] + self._val.get(category, []) + test
+
+    def _problems(self, category: str, include_test: bool = True) -> list[str]:
         problems: list[str] = []
         sizes: dict[str, tuple[int, int]] = {}
-        for record in self._train[category] + self._val.get(category, []) + self._test[category]:
+        for record in self._records(category, include_test):
             try:
                 sizes[record.path] = check_image(record.path)
             except DataError as exc:
                 problems.append(str(exc))
-        for record in self._test[category]:
+        for record in self._test[category] if include_test else []:
             if record.mask_path is None:
                 continue
             try:
@@ -477,11 +483,11 @@ class MVTecLayoutSource:
         records = [r for c in categories for r in self._val.get(c, [])]
         return RecordDataset(records, image_size) if records else None
 
-    def files(self) -> list[str]:
-        """Every file this source reads (for the data fingerprint in results)."""
+    def files(self, include_test: bool = True) -> list[str]:
+        """Every file this source reads (for the data fingerprint in results); a search trial's leave out test."""
         out = []
         for c in self._categories:
-            for r in self._train[c] + self._val.get(c, []) + self._test[c]:
+            for r in self._records(c, include_test):
                 out.append(r.path)
                 if r.mask_path:
                     out.append(r.mask_path)

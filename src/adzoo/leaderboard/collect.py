@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from adzoo.run_identity import EXECUTION_KEYS, IDENTITY_SECTIONS
+from adzoo.search.objective import SEARCH_TRIAL
 from adzoo.thresholds import DECISION_KEYS
 from adzoo.utils.io import read_json
 
@@ -104,6 +105,9 @@ class Run:
     variant_config: dict[str, Any] = field(default_factory=dict)  # :func:`variant_settings` of its config
     source_identity: str | None = None  # an eval's trained run, by its identity digest
     source_run_dir: str | None = None
+    gflops: float | None = None  # results.json ``cost.gflops_per_image``: the eval forward of one image
+    peak_memory_gib: float | None = None  # ``cost``: CUDA's allocator peak on a GPU, else the peak resident set
+    tuned: dict[str, Any] | None = None  # ``search.tuned``: the best config of a search (study, trials, objective)
     mtime: float = 0.0
     row_task: str = TRAIN  # set by :func:`deduplicate`: which model this run's numbers measure
     dropped: list[Dropped] = field(default_factory=list)
@@ -303,6 +307,7 @@ def read_run(results: Path, payload: dict[str, Any]) -> Run:
     data_id, data_label = data_identity(payload)
     source = payload.get("source") or {}
     asked = (payload["config"].get("data") or {}).get("categories")
+    cost = payload.get("cost") or {}
     return Run(
         folder=results.parent.resolve(),
         task=task,
@@ -330,6 +335,9 @@ def read_run(results: Path, payload: dict[str, Any]) -> Run:
         identity=(payload.get("identity") or {}).get("digest"),
         source_identity=source.get("identity_digest"),
         source_run_dir=source.get("run_dir"),
+        gflops=cost.get("gflops_per_image"),
+        peak_memory_gib=cost.get("peak_cuda_allocated_gib", cost.get("peak_rss_gib")),
+        tuned=(payload.get("search") or {}).get("tuned"),
         mtime=results.stat().st_mtime,
     )
 
@@ -343,8 +351,8 @@ def collect(paths: Iterable[str | Path]) -> list[Run]:
             payload = read_json(results)
         except (OSError, ValueError) as exc:
             raise LeaderboardError(f"{results}: unreadable ({exc})") from exc
-        if payload.get("status") != "complete":
-            continue
+        if payload.get("status") != "complete" or payload.get("task") == SEARCH_TRIAL:
+            continue  # unfinished, or a search trial (validation numbers: search.json and its plots show them)
         check_results(payload, results)
         runs.append(read_run(results, payload))
     return sorted(deduplicate(runs), key=lambda r: (r.key, r.seed))
@@ -438,6 +446,8 @@ class Row:
     test_s: float = 0.0
     parameters: int = 0
     throughput: float | None = None
+    gflops: float | None = None
+    peak_memory_gib: float | None = None
     variant_label: str = DEFAULT_VARIANT  # set by :func:`aggregate` (:func:`describe_variant`)
     stats: Any = None  # :class:`adzoo.leaderboard.stats.RowStats`, set by ``stats.annotate`` (intervals, marks)
 
@@ -511,6 +521,8 @@ def aggregate(runs: Sequence[Run], metrics: Sequence[str] = METRICS) -> list[Row
         row.parameters = members[0].parameters
         throughputs = [r.throughput for r in members if r.throughput]
         row.throughput = statistics.fmean(throughputs) if throughputs else None
+        row.gflops = _mean_of([r.gflops for r in members])
+        row.peak_memory_gib = _mean_of([r.peak_memory_gib for r in members])
         rows.append(row)
     label_variants(rows)
     # A leaderboard reads best first: by data set and setting, then mean image AUROC (NaN last), then name.
@@ -518,14 +530,30 @@ def aggregate(runs: Sequence[Run], metrics: Sequence[str] = METRICS) -> list[Row
                                        -_sort_value(r.cells["mean"]["image_auroc"][0]), r.group))  # fmt: skip
 
 
+def _mean_of(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
+
+
+def tuned_label(run: Run) -> str:
+    """``tuned on validation (8 trials)`` for the test run of a search's best config, else empty."""
+    if not run.tuned:
+        return ""
+    return f"tuned on validation ({run.tuned.get('trials', '?')} trials)"
+
+
 def label_variants(rows: Sequence[Row]) -> None:
-    """Set each row's :attr:`Row.variant_label`: what its config variant changes among its method's rows."""
+    """Set each row's :attr:`Row.variant_label`: what its config variant changes among its method's rows, and
+    whether a search chose it (on validation data only)."""
     by_method: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
         by_method.setdefault(row.group.method, {})[row.group.variant] = row.runs[0].variant_config
     for row in rows:
         variants = by_method[row.group.method]
         row.variant_label = describe_variant(variants[row.group.variant], list(variants.values()))
+        tags = sorted({tuned_label(r) for r in row.runs} - {""})
+        if tags:
+            row.variant_label = f"{row.variant_label}; {', '.join(tags)}"
 
 
 def _sort_value(value: float) -> float:

@@ -1,4 +1,5 @@
-"""Leaderboard plots (matplotlib, PNG): per-category bars, accuracy vs time, ROC curves, a map gallery."""
+"""Leaderboard plots (matplotlib, PNG): per-category bars, accuracy vs time, ROC curves, a map gallery, and a
+search's optimisation history and parameter importances (from its search.json)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -121,3 +123,33 @@ def make_plots(rows: Sequence[Row], out: Path) -> list[Path]:
     if roc is not None:
         paths.append(roc)
     return paths
+
+
+def search_history(summary: dict[str, Any], out: Path) -> Path:
+    """Each finished trial's validation objective in trial order, and the best so far (Optuna's history plot)."""
+    done = [t for t in summary["trials"] if t["state"] == "COMPLETE" and t["value"] is not None]
+    numbers = [t["number"] for t in done]
+    values = [t["value"] for t in done]
+    pick = max if summary.get("direction", "maximize") == "maximize" else min
+    best = [pick(values[: i + 1]) for i in range(len(values))]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.scatter(numbers, values, label="trial", zorder=3)
+    ax.step(numbers, best, where="post", color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{summary['objective']} (validation)")
+    ax.set_title(f"search {summary['study']}: optimisation history")
+    ax.legend(fontsize=8)
+    return save_figure(fig, out / f"search_{summary['study']}_history.png")
+
+
+def search_importances(summary: dict[str, Any], out: Path) -> Path | None:
+    """The searched parameters ranked by Optuna's fANOVA importance for the objective (None before 2 trials)."""
+    importances = summary.get("importances") or {}
+    if not importances:
+        return None
+    names = sorted(importances, key=importances.get)
+    fig, ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * len(names)))
+    ax.barh(names, [importances[n] for n in names])
+    ax.set_xlabel(f"importance for {summary['objective']} (fANOVA, sums to 1)")
+    ax.set_title(f"search {summary['study']}: parameter importances")
+    return save_figure(fig, out / f"search_{summary['study']}_importances.png")

@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from adzoo.leaderboard.collect import Row, Run
 from adzoo.leaderboard.stats import CI_METRICS, COMPARED, Uncertainty
@@ -61,7 +62,8 @@ COLUMN_LEGEND: dict[str, str] = {
     "categories": "'all N' when the run asked for the whole data set, else the categories it used",
     "backbone": "the pretrained feature extractor (its weights in brackets)",
     "variant": "the config values in which this row differs from the method's other rows; 'default' when the "
-    "method has one variant (the variant hash is in the CSV and under Provenance)",
+    "method has one variant (the variant hash is in the CSV and under Provenance); 'tuned on validation (N trials)' "
+    "when a hyper-parameter search chose the config on the validation split (section Hyper-parameter search)",
     "task": "train, or 'eval of …' naming the trained model an evaluation measured",
     "seeds": "how many training seeds the row aggregates, and which",
     "I-AUROC": "image-level AUROC of the method's own anomaly score",
@@ -87,6 +89,11 @@ COLUMN_LEGEND: dict[str, str] = {
     "test s": "test wall time in seconds, mean over seeds",
     "params": "the model's parameters in millions, frozen backbone included",
     "img/s": "test images per second (test images / test s)",
+    "GFLOPs/img": "floating-point operations of the eval forward for one image, in 10⁹: torch's matmul, convolution "
+    "and attention ops as FlopCounterMode counts them, plus the memory-bank search (2·d per compared vector); "
+    "element-wise ops are not counted (results.json cost)",
+    "peak GiB": "the run's peak memory: CUDA's allocator peak on a GPU, else the process's peak resident set "
+    "(sampled), frozen backbone and data included",
     PAPER_COLUMN: "the paper's own published result, on the paper's own data (not measured here): the note it "
     "points to is listed under the table",
 }
@@ -155,7 +162,7 @@ def main_table(
     validation-fitted thresholds (the threshold-free columns stay as they are)."""
     extra = THRESHOLD_METRICS if thresholds else ()
     header = [*GROUP_COLUMNS, "seeds", *(t for _, t in MAIN_METRICS), *(t for _, t in extra), "fit s", "test s",
-              "params", "img/s", PAPER_COLUMN]  # fmt: skip
+              "params", "img/s", "GFLOPs/img", "peak GiB", PAPER_COLUMN]  # fmt: skip
     papers = paper_notes(rows) if paper_marks else PAPER_NUMBERS
     body = []
     for row in rows:
@@ -169,6 +176,8 @@ def main_table(
                 seconds(row.test_s),
                 f"{row.parameters / 1e6:.2f}M",
                 "—" if row.throughput is None else f"{row.throughput:.1f}",
+                "—" if row.gflops is None else f"{row.gflops:.3g}",
+                "—" if row.peak_memory_gib is None else f"{row.peak_memory_gib:.2f}",
                 papers.get(row.group.method, "—"),
             ]
         )
@@ -250,7 +259,26 @@ def legend(header: Sequence[str]) -> list[tuple[str, str]]:
     return [(h, COLUMN_LEGEND[h]) for h in header if h in COLUMN_LEGEND]
 
 
-def to_markdown(rows: Sequence[Row], uncertainty: Uncertainty | None = None, thresholds: bool = False) -> str:
+def search_text(summary: dict[str, Any]) -> str:
+    """One paragraph on a hyper-parameter search: what it maximised on which split, and what it chose."""
+    best = summary.get("best") or {}
+    chosen = ", ".join(f"{k}={v}" for k, v in (best.get("params") or {}).items()) or "—"
+    value = best.get("value")
+    shown = "—" if value is None else f"{100 * value:.2f}"
+    return (
+        f"Search {summary['study']}: {summary['complete']} of {summary['n_trials']} trials finished, each scored by "
+        f"{summary['objective']} on the validation split (held-out normal images with synthetic anomalies; no trial "
+        f"read a test image). Best trial {best.get('number', '—')}: {shown} % with {chosen}. Its config was then "
+        "tested once: the row tagged 'tuned on validation'."
+    )
+
+
+def to_markdown(
+    rows: Sequence[Row],
+    uncertainty: Uncertainty | None = None,
+    thresholds: bool = False,
+    searches: Sequence[dict[str, Any]] = (),
+) -> str:
     header, body = main_table(rows, paper_marks=True, thresholds=thresholds)
     parts = [
         "# adzoo leaderboard",
@@ -277,6 +305,8 @@ def to_markdown(rows: Sequence[Row], uncertainty: Uncertainty | None = None, thr
         header_c, body_c = uncertainty.comparisons_table(rows)
         if body_c:
             parts += ["", "### Paired comparisons", "", markdown_table(header_c, body_c)]
+    for summary in searches:
+        parts += ["", f"## Hyper-parameter search {summary['study']}", "", search_text(summary)]
     parts += ["", "## Provenance", "", markdown_table(*provenance(rows)), ""]
     return "\n".join(parts)
 
@@ -290,8 +320,8 @@ def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
             if m in CI_METRICS:
                 columns += [f"{scope}/{m}_lo", f"{scope}/{m}_hi", f"{scope}/{m}_test_lo", f"{scope}/{m}_test_hi"]
     columns += [f"mean/{m}_vs_best" for m in COMPARED] + [f"mean/{m}_p_holm_vs_best" for m in COMPARED]
-    columns += ["fit_s", "test_s", "parameters", "throughput_images_per_s", "run_folders", "git_commits",
-                "config_hashes", "dropped_duplicates"]  # fmt: skip
+    columns += ["fit_s", "test_s", "parameters", "throughput_images_per_s", "gflops_per_image", "peak_memory_gib",
+                "run_folders", "git_commits", "config_hashes", "dropped_duplicates"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
@@ -310,6 +340,7 @@ def to_csv(rows: Sequence[Row], metrics: Sequence[str]) -> str:
         values += [marks[m][0] if m in marks else "" for m in COMPARED]
         values += [repr(marks[m][1]) if m in marks else "" for m in COMPARED]
         values += ["" if row.fit_s is None else row.fit_s, row.test_s, row.parameters, row.throughput or ""]
+        values += ["" if row.gflops is None else row.gflops, "" if row.peak_memory_gib is None else row.peak_memory_gib]
         values += [" ".join(str(r.folder) for r in row.runs), " ".join(r.commit for r in row.runs),
                    " ".join(r.config_hash for r in row.runs),
                    " ".join(str(d.folder) for d in row.dropped)]  # fmt: skip
@@ -379,6 +410,7 @@ def to_html(
     gallery: dict[str, list[Path]] | None = None,
     uncertainty: Uncertainty | None = None,
     thresholds: bool = False,
+    searches: Sequence[tuple[dict[str, Any], Sequence[Path]]] = (),
 ) -> str:
     style = (
         "body{font-family:system-ui,sans-serif;margin:1em;color:#222;line-height:1.35}"
@@ -419,6 +451,9 @@ def to_html(
             parts += ["<h3>Paired comparisons</h3>", _html_table(header_c, body_c)]
     if plots:
         parts.append("<h2>Plots</h2>" + "".join(_img(p) for p in plots if p != getattr(uncertainty, "diagram", None)))
+    for summary, images in searches:
+        parts += [f"<h2>Hyper-parameter search {html.escape(summary['study'])}</h2>",
+                  f"<p>{html.escape(search_text(summary))}</p>", "".join(_img(p) for p in images)]  # fmt: skip
     for label, images in (gallery or {}).items():
         parts.append(f"<h3>Anomaly maps: {html.escape(label)} (image | ground truth | map)</h3>")
         parts.append("".join(_img(p) for p in images))

@@ -11,6 +11,7 @@ from adzoo.metrics.functional import (
     auroc,
     average_precision,
     binary_metrics,
+    category_mean,
     f1_max,
     pixel_metrics,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "average_precision",
     "avgpool_max_score",
     "binary_metrics",
+    "category_mean",
     "connected_components",
     "f1_max",
     "image_metrics",

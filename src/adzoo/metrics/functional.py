@@ -306,3 +306,14 @@ def pixel_metrics(maps: Tensor, masks: Tensor, fpr_limit: float = 0.3) -> dict[s
     """Exact ``pixel_auroc``, ``pixel_ap``, ``pixel_f1max`` and ``pixel_aupro`` of a batch of maps."""
     _check_limit(fpr_limit)
     return pixel_metrics_from_split(*_fg_split(maps, masks), fpr_limit=fpr_limit)
+
+
+def category_mean(per_category: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The mean over categories of every metric, NaN where no category has a value (the macro average that every
+    table's mean row shows)."""
+    keys = sorted({k for m in per_category.values() for k in m})
+    mean = {}
+    for key in keys:
+        values = [m[key] for m in per_category.values() if key in m and not math.isnan(m[key])]
+        mean[key] = sum(values) / len(values) if values else math.nan
+    return mean

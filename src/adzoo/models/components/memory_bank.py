@@ -211,6 +211,8 @@ class MemoryBank(nn.Module):
         self._index = None
         #: what the last fill measured (sizes, seconds, bytes): the methods log it and results.json keeps it
         self.report: dict[str, Any] = {}
+        #: query vectors searched so far (faiss searches are not torch ops: adzoo.utils.cost counts them from this)
+        self.queries_searched = 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("features", "index_blob"):
@@ -367,6 +369,7 @@ class MemoryBank(nn.Module):
         if k > len(self) - (1 if exclude is not None else 0):
             raise ValueError(f"k={k} is larger than the memory bank ({len(self)} entries)")
         index = self._ensure_index()
+        self.queries_searched += int(queries.shape[0])
         device = queries.device
         q = queries.detach().float()
         if self.metric == "cosine":
@@ -389,6 +392,21 @@ class MemoryBank(nn.Module):
         if self.metric == "l2":
             scores_t = scores_t.clamp_min(0).sqrt()
         return scores_t.to(device), indices_t.to(device)
+
+    def search_flops(self, queries: int) -> int:
+        """Floating-point operations of searching ``queries`` vectors, counted like a matmul (2·d per compared
+        vector): exact compares every kept vector; IVF the ``nlist`` centroids and ``nprobe`` lists of the average
+        size; HNSW about ``ef_search · hnsw_m`` vectors (an estimate: the graph walk's length varies)."""
+        size, dim = self.features.shape
+        search = self.options.search
+        if search == "ivf":
+            nlist = self.options.lists(size)
+            compared = nlist + min(int(self.options.nprobe), nlist) * size / nlist
+        elif search == "hnsw":
+            compared = min(size, int(self.options.ef_search) * int(self.options.hnsw_m))
+        else:
+            compared = size
+        return round(2 * dim * compared * queries)
 
     def vectors(self, indices: torch.Tensor) -> torch.Tensor:
         """The kept vectors at ``indices``, as float32 (what the searches compared)."""
