@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from adzoo.leaderboard.collect import Row
 
@@ -137,9 +138,10 @@ def search_history(summary: dict[str, Any], out: Path) -> Path:
     ax.step(numbers, best, where="post", color="tab:red", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{summary['objective']} (validation)")
-    ax.set_title(f"search {summary['study']}: optimisation history")
+    ax.set_title(f"{summary['study']}: optimisation history")
     ax.legend(fontsize=8)
-    return save_figure(fig, out / f"search_{summary['study']}_history.png")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return save_figure(fig, out / f"{summary['study']}_history.png")
 
 
 def search_importances(summary: dict[str, Any], out: Path) -> Path | None:
@@ -151,5 +153,5 @@ def search_importances(summary: dict[str, Any], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * len(names)))
     ax.barh(names, [importances[n] for n in names])
     ax.set_xlabel(f"importance for {summary['objective']} (fANOVA, sums to 1)")
-    ax.set_title(f"search {summary['study']}: parameter importances")
-    return save_figure(fig, out / f"search_{summary['study']}_importances.png")
+    ax.set_title(f"{summary['study']}: parameter importances")
+    return save_figure(fig, out / f"{summary['study']}_importances.png")
