@@ -91,12 +91,14 @@ def results_payload(
     identity: bool = True,
     source: Path | None = None,
     source_digest: str | None = None,
+    tuned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A results.json payload as ``engine._run`` writes it (task ``eval``: ``source`` and a null fit time).
 
     ``scores`` maps category → image AUROC (the other metrics follow it); ``sha="auto"`` fingerprints the data
     by root and categories, ``None`` leaves the fingerprint out (files from before it existed); ``identity=False``
-    leaves out what older engines did not write (``identity``, ``source``).
+    leaves out what older engines did not write (``identity``, ``source``); ``tuned`` marks the test run of a
+    search's best config (``search.tuned``).
     """
     scores = scores or {"fabric": 0.9, "pill": 0.7, "screw": 0.8}
     categories = sorted(scores)
@@ -174,6 +176,7 @@ def results_payload(
         "model": {"_target_": "adzoo.models.patchknn.PatchKNN", "neighbourhood": 3, "k": 1, "bank": bank},
         "bank": bank,
         "threshold": {"strategy": "percentile", "q": 99.0, "pixel_q": 99.9, "image": None, "pixel": None},
+        "search": {"objective": None, "tuned": tuned},
     }
     digest = _identity_digest(config)
     fingerprint: dict[str, Any] = {"files": 16 * len(categories), "kind": kind}
@@ -189,6 +192,7 @@ def results_payload(
         "val_anomalies": "none",
         "val_source": {c: "held out from train (1 of 6)" for c in categories},
         "test_images": 6 * len(categories),
+        "test_withheld": False,
         "batches_per_epoch": 1,
         "preloaded": ["train", "validation", "test"],
         "loader_workers": {"train": 0, "validation": 0, "test": 0},
@@ -228,6 +232,9 @@ def results_payload(
         },
         "throughput_images_per_s": 18 / test_s,
         "parameters": {"total": 82300, "trainable": 0, "frozen": 82300},
+        "cost": {"flops_counted": "torch ops + memory-bank searches", "flops_per_image": 5_800_000,
+                 "gflops_per_image": 0.0058, "flops_torch": 4_500_000, "flops_memory_bank": 1_300_000,
+                 "peak_rss_gib": 0.9, "start_rss_gib": 0.8},  # fmt: skip
         "device": {"accelerator": "CPUAccelerator", "num_devices": 1, "world_size": 1},
         "versions": {"python": "3.11", "adzoo": "0.1.0"},
         "git": {"commit": "c4fcbe3516dc5a6a77f3ce88f4906ffb3309588f", "dirty": False},
@@ -241,6 +248,8 @@ def results_payload(
             "checkpoint": str(source / "checkpoints/last.ckpt"),
             "identity_digest": source_digest,
         }
+    if tuned is not None:
+        payload["search"] = {"tuned": tuned}
     if not identity:
         payload.pop("identity")
         payload.pop("source", None)
