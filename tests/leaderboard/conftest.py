@@ -232,9 +232,15 @@ def results_payload(
         },
         "throughput_images_per_s": 18 / test_s,
         "parameters": {"total": 82300, "trainable": 0, "frozen": 82300},
-        "cost": {"flops_counted": "torch ops + memory-bank searches", "flops_per_image": 5_800_000,
-                 "gflops_per_image": 0.0058, "flops_torch": 4_500_000, "flops_memory_bank": 1_300_000,
-                 "peak_rss_gib": 0.9, "start_rss_gib": 0.8},  # fmt: skip
+        "cost": {
+            "flops_counted": "torch ops + memory-bank searches",
+            "flops_per_image": 5_800_000,
+            "gflops_per_image": 0.0058,
+            "flops_torch": 4_500_000,
+            "flops_memory_bank": 1_300_000,
+            "peak_rss_gib": 0.9,
+            "start_rss_gib": 0.8,
+        },  # fmt: skip
         "device": {"accelerator": "CPUAccelerator", "num_devices": 1, "world_size": 1},
         "versions": {"python": "3.11", "adzoo": "0.1.0"},
         "git": {"commit": "c4fcbe3516dc5a6a77f3ce88f4906ffb3309588f", "dirty": False},

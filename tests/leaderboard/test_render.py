@@ -132,3 +132,20 @@ def test_html_main_table_leaves_out_what_every_row_shares(tmp_path: Path) -> Non
     main = page.split("<div class='scroll'>")[1].split("</table>")[0]
     assert "<th>setting</th>" not in main and "<th>method</th>" in main
     assert "| setting |" in to_markdown(rows)  # the Markdown table keeps them all
+
+
+def test_a_tuned_config_is_tagged_and_cost_columns_show(tmp_path: Path) -> None:
+    tuned = {"study": "search_patchknn", "trials": 8, "objective": "val_image_auroc", "best_value": 0.9, "trial": 5}
+    _write(tmp_path / "default", k=1)
+    _write(tmp_path / "tuned", k=3, tuned=tuned)
+    trial = results_payload(tmp_path / "trial", scores={"fabric": 0.99, "pill": 0.99, "screw": 0.99})
+    trial["task"] = "search_trial"  # a trial's validation numbers never make a row
+    write_run(tmp_path / "trial", trial)
+    rows = aggregate(collect([tmp_path]))
+    assert len(rows) == 2
+    assert sorted(_column(rows, "variant").values()) == ["model.k=1", "model.k=3; tuned on validation (8 trials)"]
+    assert set(_column(rows, "GFLOPs/img").values()) == {"0.0058"}
+    assert set(_column(rows, "peak GiB").values()) == {"0.90"}
+    assert {"GFLOPs/img", "peak GiB"} <= set(COLUMN_LEGEND)
+    table = list(csv.DictReader(to_csv(rows, ["image_auroc"]).splitlines()))
+    assert {r["gflops_per_image"] for r in table} == {"0.0058"} and {r["peak_memory_gib"] for r in table} == {"0.9"}

@@ -120,7 +120,9 @@ def _counted_trials(db: Path) -> int:
         return 0
 
 
-def test_a_killed_search_resumes_with_the_remaining_trial_only(tmp_path: Path, cache_dir: Path, tiny_tree: Path) -> None:
+def test_a_killed_search_resumes_with_the_remaining_trial_only(
+    tmp_path: Path, cache_dir: Path, tiny_tree: Path
+) -> None:
     log_dir = tmp_path / "logs"
     sweep = log_dir / "sweeps" / "search_patchknn"
     db = sweep / "optuna.db"
