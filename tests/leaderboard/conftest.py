@@ -240,7 +240,7 @@ def results_payload(
             "flops_memory_bank": 1_300_000,
             "peak_rss_gib": 0.9,
             "start_rss_gib": 0.8,
-        },  # fmt: skip
+        },
         "device": {"accelerator": "CPUAccelerator", "num_devices": 1, "world_size": 1},
         "versions": {"python": "3.11", "adzoo": "0.1.0"},
         "git": {"commit": "c4fcbe3516dc5a6a77f3ce88f4906ffb3309588f", "dirty": False},

@@ -20,9 +20,9 @@ def test_an_objective_needs_a_validation_split_with_anomalies() -> None:
     assert check_objective("val_image_auroc", 0.1, "confetti") == "val_image_auroc"
     with pytest.raises(ConfigError, match="expected one of val_image_auroc"):
         check_objective("val_banana", 0.1, "confetti")
-    with pytest.raises(ConfigError, match=r"data.val_fraction > 0"):
+    with pytest.raises(ConfigError, match=r"data\.val_fraction > 0"):
         check_objective("val_image_auroc", 0.0, "confetti")
-    with pytest.raises(ConfigError, match="data.val_anomalies=confetti or cutpaste"):
+    with pytest.raises(ConfigError, match=r"data\.val_anomalies=confetti or cutpaste"):
         check_objective("val_image_auroc", 0.1, "none")
 
 
