@@ -36,6 +36,13 @@ def summary_line(results: dict[str, Any], intervals: dict[str, tuple[float, floa
     """
     from adzoo.leaderboard.stats import interval_decimals
 
+    search = results.get("search") or {}
+    if "objective" in search:  # a search trial: its validation objective, not test metrics (it has none)
+        return (
+            f"{results['method']} [{results.get('profile', '?')}] {results.get('data', {}).get('name', '?')}/"
+            f"{results['setting']} seed {results['seed']}: search trial, {search['objective']} "
+            f"{100 * search['value']:.2f} (validation) | fit {results.get('timing', {}).get('fit_s') or 0:.0f}s"
+        )
     mean = results["metrics"]["mean"]
     cells = []
     for key, title in SUMMARY_METRICS:
@@ -98,7 +105,8 @@ class JobSummary(Callback):
         if not results_path.is_file():
             return
         payload = read_json(results_path)
-        line = summary_line(payload, job_intervals(results_path, payload))
+        trial = "objective" in (payload.get("search") or {})
+        line = summary_line(payload, None if trial else job_intervals(results_path, payload))
         print(f"[adzoo]{job} done: {line} → {run_dir}", flush=True)
 
 
