@@ -109,7 +109,7 @@ def test_trials_read_only_validation_data(tmp_path: Path, cache_dir: Path, tiny_
     page = (sweep_a / "leaderboard.html").read_text()
     assert page.count('alt="search_patchknn_history"') == 1 and 'alt="search_patchknn_importances"' in page
     assert "GFLOPs/img" in markdown and "peak GiB" in markdown
-    assert "trial" in proc_a.stdout
+    assert proc_a.stdout.count("search trial, val_image_auroc") == 3  # one summary line per trial
 
 
 def _counted_trials(db: Path) -> int:
