@@ -455,7 +455,7 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
     if source is not None:
         payload["source"] = source
     if objective is not None:
-        return _finish_trial(cfg, payload, objective, validation, results_path, is_zero)
+        return _finish_trial(payload, objective, validation, results_path, is_zero)
     tuned = OmegaConf.select(cfg, "search.tuned", default=None)
     if tuned is not None:  # the test run of a search's best config (adzoo.search.sweeper): where it came from
         payload["search"] = {"tuned": OmegaConf.to_container(tuned, resolve=True)}
@@ -490,18 +490,17 @@ def _timing(label: str, fit_s: float | None, test_s: float, images: int, dm: Any
 
 
 def _cost(flops: dict[str, int] | None, memory: PeakMemory) -> dict[str, Any]:
-    """FLOPs per image of the eval forward and the run's peak memory (adzoo.utils.cost), for results.json."""
+    """FLOPs per image of the eval forward (of the first model, in the separate setting) and the run's peak memory
+    so far (adzoo.utils.cost), for results.json."""
     cost: dict[str, Any] = {"flops_counted": FLOPS_COUNTED}
     if flops is not None:
         cost.update({"flops_per_image": flops["total"], "gflops_per_image": flops["total"] / 1e9,
                      "flops_torch": flops["torch"], "flops_memory_bank": flops["memory_bank"]})  # fmt: skip
-    memory.peak_bytes = max(memory.peak_bytes, memory.start_bytes)
     cost.update(memory.report())
     return cost
 
 
 def _finish_trial(
-    cfg: DictConfig,
     payload: dict[str, Any],
     objective: str,
     validation: dict[str, dict[str, float]],
