@@ -326,79 +326,27 @@ class RecordDataset(Dataset):
         )
 
 
-class MVTecLayoutSource:
-    """Indexes an MVTec-layout root; the datamodule asks it for train/test datasets per category."""
+class IndexedSource:
+    """A data source indexed into :class:`SampleRecord` lists per category: train, a shipped validation split
+    (optional) and test. Every benchmark layout (MVTec, BTAD, MVTec AD 2, LOCO, ...) only differs in how it
+    builds these lists; checking, fingerprinting and the datasets are the same, and live here once.
 
-    def __init__(self, root: str | os.PathLike | None, categories: Sequence[str] | str = "all") -> None:
-        if root in (None, ""):
-            raise DataError(
-                "data.root is not set (expected the folder holding the categories, e.g. data.root=/data/mvtec)"
-            )
-        self.root = Path(root).expanduser()
-        if not self.root.is_dir():
-            raise DataError(
-                f"data root {self.root} does not exist (expected a folder of categories in MVTec layout: "
-                "<root>/<category>/train/good, test/<defect>, ground_truth/<defect>); set data.root"
-            )
-        available = sorted(
-            p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and not is_hidden_or_system(p.name) and (p / "train").exists()
-        )
-        if not available:
-            raise DataError(
-                f"no category found under {self.root} (expected <root>/<category>/train/good in MVTec layout)"
-            )
-        self._categories = select_categories(categories, available, f"data root {self.root}", DataError)
-        self._train: dict[str, list[SampleRecord]] = {}
-        self._test: dict[str, list[SampleRecord]] = {}
-        self._val: dict[str, list[SampleRecord]] = {}  # a shipped validation split (MVTec AD 2: validation/good)
-        self._validated: set[tuple[str, bool]] = set()  # (category, test images included)
-        for category in self._categories:
-            self._train[category], self._test[category] = self._index(category)
-            val_dir = self.root / category / "validation" / "good"
-            if val_dir.is_dir():
-                self._val[category] = [SampleRecord(str(p), category, 0, None, False) for p in _list_images(val_dir)]
+    Subclasses set ``root``, ``_categories`` and the three dicts, usually in ``__init__``.
+    """
 
-    def _index(self, category: str) -> tuple[list[SampleRecord], list[SampleRecord]]:
-        base = self.root / category
-        train_dir, test_dir = base / "train" / "good", base / "test"
-        for required in (train_dir, test_dir):
-            if not required.is_dir():
-                raise DataError(f"missing folder {required} (expected MVTec layout for category '{category}')")
-        skipped = _Skipped()
-        train = [SampleRecord(str(p), category, 0, None, False) for p in _list_images(train_dir, skipped)]
-        if not train:
-            raise DataError(f"empty category: no training images in {train_dir}")
-        defect_dirs = []
-        for p in sorted(test_dir.iterdir()):
-            if is_hidden_or_system(p.name):
-                (skipped.folders if p.is_dir() else skipped.files).append(p)
-            elif p.is_dir():
-                defect_dirs.append(p)
-        pixel_labels = all((base / "ground_truth" / d.name).is_dir() for d in defect_dirs if d.name != "good") and any(
-            d.name != "good" for d in defect_dirs
-        )
-        test: list[SampleRecord] = []
-        for defect_dir in defect_dirs:
-            is_good = defect_dir.name == "good"
-            gt_dir = base / "ground_truth" / defect_dir.name
-            for image in _list_images(defect_dir, skipped):
-                mask_path = None
-                if not is_good and pixel_labels:
-                    found = _mask_for(gt_dir, image)
-                    if found is None:
-                        raise DataError(f"no mask for {image}: expected {gt_dir / (image.stem + '_mask.png')}")
-                    mask_path = str(found)
-                test.append(
-                    SampleRecord(str(image), category, int(not is_good), mask_path, pixel_labels, defect_dir.name)
-                )
-        skipped.report(category, base)
-        if not test:
-            raise DataError(f"empty category: no test images under {test_dir}")
-        if not pixel_labels:
-            log.warning("category %s has no ground-truth masks: pixel metrics will be skipped", category)
-        return train, test
+    root: Path
+    _categories: list[str]
+    _train: dict[str, list[SampleRecord]]
+    _test: dict[str, list[SampleRecord]]
+    _val: dict[str, list[SampleRecord]]
+    _validated: set[tuple[str, bool]]
+
+    def _start_index(self, root: Path, categories: list[str]) -> None:
+        """Empty indices for ``categories`` under ``root``; subclasses then fill them."""
+        self.root = root
+        self._categories = categories
+        self._train, self._test, self._val = {}, {}, {}
+        self._validated = set()  # (category, test images included)
 
     def categories(self) -> list[str]:
         return list(self._categories)
@@ -492,6 +440,77 @@ class MVTecLayoutSource:
                 if r.mask_path:
                     out.append(r.mask_path)
         return out
+
+
+class MVTecLayoutSource(IndexedSource):
+    """Indexes an MVTec-layout root; the datamodule asks it for train/test datasets per category."""
+
+    def __init__(self, root: str | os.PathLike | None, categories: Sequence[str] | str = "all") -> None:
+        if root in (None, ""):
+            raise DataError(
+                "data.root is not set (expected the folder holding the categories, e.g. data.root=/data/mvtec)"
+            )
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DataError(
+                f"data root {self.root} does not exist (expected a folder of categories in MVTec layout: "
+                "<root>/<category>/train/good, test/<defect>, ground_truth/<defect>); set data.root"
+            )
+        available = sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not is_hidden_or_system(p.name) and (p / "train").exists()
+        )
+        if not available:
+            raise DataError(
+                f"no category found under {self.root} (expected <root>/<category>/train/good in MVTec layout)"
+            )
+        self._start_index(self.root, select_categories(categories, available, f"data root {self.root}", DataError))
+        for category in self._categories:
+            self._train[category], self._test[category] = self._index(category)
+            val_dir = self.root / category / "validation" / "good"
+            if val_dir.is_dir():
+                self._val[category] = [SampleRecord(str(p), category, 0, None, False) for p in _list_images(val_dir)]
+
+    def _index(self, category: str) -> tuple[list[SampleRecord], list[SampleRecord]]:
+        base = self.root / category
+        train_dir, test_dir = base / "train" / "good", base / "test"
+        for required in (train_dir, test_dir):
+            if not required.is_dir():
+                raise DataError(f"missing folder {required} (expected MVTec layout for category '{category}')")
+        skipped = _Skipped()
+        train = [SampleRecord(str(p), category, 0, None, False) for p in _list_images(train_dir, skipped)]
+        if not train:
+            raise DataError(f"empty category: no training images in {train_dir}")
+        defect_dirs = []
+        for p in sorted(test_dir.iterdir()):
+            if is_hidden_or_system(p.name):
+                (skipped.folders if p.is_dir() else skipped.files).append(p)
+            elif p.is_dir():
+                defect_dirs.append(p)
+        pixel_labels = all((base / "ground_truth" / d.name).is_dir() for d in defect_dirs if d.name != "good") and any(
+            d.name != "good" for d in defect_dirs
+        )
+        test: list[SampleRecord] = []
+        for defect_dir in defect_dirs:
+            is_good = defect_dir.name == "good"
+            gt_dir = base / "ground_truth" / defect_dir.name
+            for image in _list_images(defect_dir, skipped):
+                mask_path = None
+                if not is_good and pixel_labels:
+                    found = _mask_for(gt_dir, image)
+                    if found is None:
+                        raise DataError(f"no mask for {image}: expected {gt_dir / (image.stem + '_mask.png')}")
+                    mask_path = str(found)
+                test.append(
+                    SampleRecord(str(image), category, int(not is_good), mask_path, pixel_labels, defect_dir.name)
+                )
+        skipped.report(category, base)
+        if not test:
+            raise DataError(f"empty category: no test images under {test_dir}")
+        if not pixel_labels:
+            log.warning("category %s has no ground-truth masks: pixel metrics will be skipped", category)
+        return train, test
 
 
 def generated_source(
