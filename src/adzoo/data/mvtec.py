@@ -351,6 +351,28 @@ class IndexedSource:
     def categories(self) -> list[str]:
         return list(self._categories)
 
+    def summary(self, categories: Sequence[str] | None = None) -> str:
+        """What was found, per category: images per split and per defect type, and masks found or missing
+        (``adzoo-data`` prints it before anything is trained on the data)."""
+        chosen = list(self._categories if categories is None else categories)
+        lines = [f"{type(self).__name__} at {self.root}: {len(chosen)} categories"]
+        for category in chosen:
+            test = self._test.get(category, [])
+            defects: dict[str, list[SampleRecord]] = {}
+            for record in test:
+                defects.setdefault(record.defect, []).append(record)
+            parts = []
+            for defect, records in sorted(defects.items()):
+                anomalous = [r for r in records if r.label == 1]
+                masked = sum(r.mask_path is not None for r in anomalous)
+                masks = f", masks {masked}/{len(anomalous)}" if anomalous else ""
+                parts.append(f"{defect} {len(records)}{masks}")
+            val = len(self._val.get(category, []))
+            shipped = f", validation {val} (shipped)" if val else ""
+            lines.append(f"  {category}: train {len(self._train.get(category, []))}{shipped}, test {len(test)} "
+                         f"({'; '.join(parts) or 'none'})")  # fmt: skip
+        return "\n".join(lines)
+
     def validate(self, categories: Sequence[str] | str | None = None, include_test: bool = True) -> None:
         """Check every image and mask of ``categories`` (default: all indexed) in one pass; raise one DataError
         listing every problem found, so a user fixes their data once instead of once per crash mid-training.
