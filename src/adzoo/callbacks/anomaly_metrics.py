@@ -338,6 +338,13 @@ class AnomalyMetrics(Callback):
         return written
 
     def _log_images(self, trainer: pl.Trainer) -> None:
+        """Each category's example panels as one image per logger that takes images (TensorBoard, wandb, MLflow).
+
+        MLflow is matched by class, first: neither duck-typed check below fits it (its ``experiment`` is an
+        ``MlflowClient``, whose ``log_image`` takes a run id).
+        """
+        from pytorch_lightning.loggers import MLFlowLogger
+
         panels = self.example_panels()
         if not panels:
             return
@@ -346,7 +353,10 @@ class AnomalyMetrics(Callback):
             for category, items in panels.items():
                 grid = torch.cat([panel for _, panel in items], dim=-2).clamp(0, 1)
                 tag = f"anomaly_maps/{category}"
-                if hasattr(experiment, "add_image"):  # TensorBoard
+                if isinstance(logger, MLFlowLogger):  # an artifact per category, overwritten by later epochs
+                    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+                    experiment.log_image(logger.run_id, array, artifact_file=f"{tag}.png")
+                elif hasattr(experiment, "add_image"):  # TensorBoard
                     experiment.add_image(tag, grid, global_step=trainer.global_step)
                 elif hasattr(logger, "log_image"):  # wandb
                     logger.log_image(key=tag, images=[grid.permute(1, 2, 0).numpy()])

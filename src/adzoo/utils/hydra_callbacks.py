@@ -148,7 +148,8 @@ class SweepLeaderboard(Callback):
             print(f"[adzoo] no leaderboard for {sweep_dir}: {exc}", flush=True)
             return
         print(f"\n{compact_table(rows)}\n\nleaderboard: {sweep_dir / 'leaderboard.md'} (.csv, .html)", flush=True)
-        wandb_cfg = (config.get("logger") or {}).get("wandb")
+        loggers = config.get("logger") or {}
+        wandb_cfg = loggers.get("wandb")
         if wandb_cfg is not None:
             from adzoo.leaderboard.wandb_table import log_leaderboard
 
@@ -160,3 +161,16 @@ class SweepLeaderboard(Callback):
                 offline=bool(wandb_cfg.get("offline", True)),
             )
             print(f"leaderboard table logged to wandb: {run_file}", flush=True)
+        mlflow_cfg = loggers.get("mlflow")
+        if mlflow_cfg is not None:
+            from adzoo.leaderboard.mlflow_table import log_leaderboard as log_mlflow_leaderboard
+
+            run_id = log_mlflow_leaderboard(
+                rows,
+                tracking_uri=mlflow_cfg.tracking_uri,
+                experiment_name=mlflow_cfg.get("experiment_name", "adzoo"),
+                run_name=f"leaderboard-{config.get('sweep_name', 'adhoc')}",
+                sweep_dir=sweep_dir,
+                artifact_location=mlflow_cfg.get("artifact_location"),
+            )
+            print(f"leaderboard table logged to mlflow: run {run_id} in {mlflow_cfg.tracking_uri}", flush=True)
