@@ -111,7 +111,8 @@ class JobSummary(Callback):
 
 
 class SweepLeaderboard(Callback):
-    """After a sweep: build the leaderboard of its folder, print it, and log it to wandb when the sweep does.
+    """After a sweep: build the leaderboard of its folder, print it, and log it to wandb and MLflow when the sweep
+    does.
 
     ``enabled`` turns it off; ``plots`` skips matplotlib for speed. A sweep whose jobs all failed leaves no
     leaderboard (and says so) instead of raising after the work is done.
