@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -48,8 +49,23 @@ def test_the_eval_forward_counts_the_bank_search_and_a_cold_backbone() -> None:
     assert flops["memory_bank"] == 2 * 8 * 50 * 16  # 16 queries, each compared with 50 vectors of 8
     assert flops["total"] == flops["torch"] + flops["memory_bank"]
     assert model.cache_was_off and model.use_feature_cache and model.training  # counted cold, then restored
+    assert all(p.requires_grad for p in model.parameters())
     ivf = eval_flops_per_image(_BankModel("ivf"), image_size=4)
     assert ivf["memory_bank"] == 2 * 8 * (5 + 2 * 50 / 5) * 16  # 5 centroids, then 2 lists of 10 on average
+
+
+@pytest.mark.parametrize("method", ["uniad", "adtr"])
+def test_trained_transformers_are_counted_and_stay_trainable(method: str, compose_cfg) -> None:
+    """Their learned query tables enter submodules as inputs, which torch's module tracker cannot hook under
+    no_grad while they require grad (a real UniAD search trial failed on it)."""
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(f"method={method}", *TINY_DATA, *TINY_METHOD[method])
+    model = instantiate(cfg.model)
+    trainable = [p.requires_grad for p in model.parameters()]
+    flops = eval_flops_per_image(model, cfg.data.image_size)
+    assert flops["total"] == flops["torch"] > 0 and flops["memory_bank"] == 0
+    assert [p.requires_grad for p in model.parameters()] == trainable
 
 
 def test_peak_memory_sees_a_transient_allocation() -> None:

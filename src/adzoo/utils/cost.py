@@ -56,11 +56,18 @@ def eval_flops_per_image(model: nn.Module, image_size: int, channels: int = 3) -
     banks = [m for m in model.modules() if isinstance(m, MemoryBank) and m.is_fitted]
     before = [b.queries_searched for b in banks]
     training = model.training
+    # Frozen for the count: torch's module tracker hooks every module input that requires grad, and a parameter
+    # handed to a submodule (UniAD's query tables) has no gradient function under no_grad.
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.eval()
     try:
+        for parameter in trainable:
+            parameter.requires_grad_(False)
         with _feature_cache_off(model):
             torch_flops = count_flops(model, image)
     finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
         model.train(training)
     bank_flops = sum(b.search_flops(b.queries_searched - n) for b, n in zip(banks, before))
     return {"total": torch_flops + bank_flops, "torch": torch_flops, "memory_bank": bank_flops}
