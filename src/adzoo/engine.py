@@ -341,7 +341,7 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
     group_timings: list[dict[str, Any]] = []
     parameters: dict[str, int] = {}
     device: dict[str, Any] = {}
-    flops: dict[str, int] | None = None
+    flops: dict[str, Any] | None = None
     validation: dict[str, dict[str, float]] = {}  # a search trial's validation metrics, per category
     is_zero = True
 
@@ -385,7 +385,7 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
                 trainer.fit(model, datamodule=dm, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), group_dir, category))
                 fit_s = time.perf_counter() - t0
             if flops is None and trainer.is_global_zero:
-                flops = eval_flops_per_image(model, dm.image_size)
+                flops = _flops(model, dm.image_size)
             t0 = time.perf_counter()
             if objective is not None:
                 validation.update(validation_metrics(_predict(trainer, model, dm), objective in PIXEL_OBJECTIVES))
@@ -489,11 +489,22 @@ def _timing(label: str, fit_s: float | None, test_s: float, images: int, dm: Any
     }
 
 
-def _cost(flops: dict[str, int] | None, memory: PeakMemory) -> dict[str, Any]:
+def _flops(model: Any, image_size: int) -> dict[str, Any]:
+    """The eval forward's FLOPs per image; a count that fails costs the run nothing but this figure."""
+    try:
+        return eval_flops_per_image(model, image_size)
+    except Exception as exc:  # an op torch's counter cannot follow must not lose a finished training
+        log.warning("FLOPs per image not counted: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _cost(flops: dict[str, Any] | None, memory: PeakMemory) -> dict[str, Any]:
     """FLOPs per image of the eval forward (of the first model, in the separate setting) and the run's peak memory
     so far (adzoo.utils.cost), for results.json."""
     cost: dict[str, Any] = {"flops_counted": FLOPS_COUNTED}
-    if flops is not None:
+    if flops is not None and "error" in flops:
+        cost["flops_error"] = flops["error"]
+    elif flops is not None:
         cost.update({"flops_per_image": flops["total"], "gflops_per_image": flops["total"] / 1e9,
                      "flops_torch": flops["torch"], "flops_memory_bank": flops["memory_bank"]})  # fmt: skip
     cost.update(memory.report())
