@@ -89,3 +89,18 @@ def test_results_json_carries_the_cost(compose_cfg, tmp_path: Path) -> None:
     assert cost["flops_per_image"] == cost["flops_torch"] + cost["flops_memory_bank"]
     assert cost["flops_torch"] > 0 and cost["flops_memory_bank"] > 0  # the backbone and the kNN search
     assert cost["peak_rss_gib"] >= cost["start_rss_gib"] > 0
+
+
+def test_a_failed_count_is_recorded_and_the_run_finishes(compose_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    import adzoo.engine
+    from adzoo.engine import run
+
+    def broken(model: nn.Module, image_size: int) -> dict[str, int]:
+        raise RuntimeError("an op the counter cannot follow")
+
+    monkeypatch.setattr(adzoo.engine, "eval_flops_per_image", broken)
+    cfg = compose_cfg("method=patchknn", *TINY_DATA, *TINY_METHOD["patchknn"], "data.categories=[fabric]")
+    payload = run(cfg)
+    assert payload["status"] == "complete" and "image_auroc" in payload["metrics"]["mean"]
+    assert payload["cost"]["flops_error"] == "RuntimeError: an op the counter cannot follow"
+    assert "flops_per_image" not in payload["cost"] and payload["cost"]["peak_rss_gib"] > 0
