@@ -1,0 +1,223 @@
+"""MVTec AD 2 (Heckler-Kram et al., 2025) read in the layout it is distributed in; no conversion step.
+
+Layout, per category (``can, fabric, fruit_jelly, rice, sheet_metal, vial, wallplugs, walnuts``)::
+
+    <root>/<category>/train/good/*.png                      normal training images
+    <root>/<category>/validation/good/*.png                 normal validation images: the datamodule's validation split
+    <root>/<category>/test_public/{good,bad}/*.png          the test split (its labels and masks are public)
+    <root>/<category>/test_public/ground_truth/bad/<stem>_mask.png   0/255 mask of each bad image
+    <root>/<category>/test_private/*.png                    flat, no labels, no masks: predict-only
+    <root>/<category>/test_private_mixed/*.png              the same under seen and unseen lighting: predict-only
+
+The private sets are indexed but never part of train, validation or test (nothing here can score them). Their
+images are listed by :meth:`MVTecAD2Source.private_images`, and ``python -m adzoo.data.mvtec_ad2 <run folder>
+<data root> [<output folder>]`` prints one ``adzoo-predict`` command per category and private set, which writes
+``scores.csv`` (and masks at the run's image size) to ``<output>/<category>/<set>``. MVTec's evaluation server
+wants full-resolution float maps (``anomaly_images/<category>/<set>/<stem>.tiff``) and binary PNGs
+(``anomaly_images_thresholded/...``), which ``adzoo-predict`` does not write: its ``scores.csv`` holds the image
+scores, and its masks are at the run's ``data.image_size``.
+
+Images are large (8,000 PNGs, about 30 GB; several megapixels each, non-square, sizes differ between categories):
+each is decoded at full size and resized to ``data.image_size`` (square) when read, and masks are checked against
+their image's full size. Decoding is the cost of a lazy epoch, so ``data.preload=auto`` decodes each split once.
+"""
+
+# Layout source: MVTec's mvtec_ad_2_public_offline.py (MVTecAD2_public_code_utils, with the data) and anomalib's
+# make_mvtec2_dataset (MVTecAD2Dataset): split names, [0-9][0-9][0-9]*.png, flat private folders, <f> -> <f>_mask.png.
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from adzoo.data.mvtec import DataError, IndexedSource, SampleRecord, _list_images, _Skipped, is_hidden_or_system
+from adzoo.data.types import select_categories
+from adzoo.errors import ConfigError
+from adzoo.utils.io import read_json
+
+#: the eight scenarios (MVTEC_AD_2_OBJECTS in MVTec's own dataset class)
+CATEGORIES = ("can", "fabric", "fruit_jelly", "rice", "sheet_metal", "vial", "wallplugs", "walnuts")
+PRIVATE_SETS = ("test_private", "test_private_mixed")
+ROOT_ENV = "MVTEC_AD2_ROOT"
+
+Splits = tuple[list[SampleRecord], list[SampleRecord], list[SampleRecord]]
+
+
+def folder_images(folder: Path, expected: str, skipped: _Skipped) -> list[Path]:
+    """The images of one folder the layout requires, or a DataError naming it (missing, or holding no image)."""
+    if not folder.is_dir():
+        raise DataError(f"missing folder {folder} (expected {expected})")
+    images = _list_images(folder, skipped)
+    if not images:
+        raise DataError(f"empty category: no images in {folder} (expected {expected})")
+    return images
+
+
+def normal_records(images: Sequence[Path], category: str, pixel_labels: bool = False) -> list[SampleRecord]:
+    """Defect-free images; ``pixel_labels`` says whether their category has masks (so they count in pixel metrics)."""
+    return [SampleRecord(str(p), category, 0, None, pixel_labels, "good") for p in images]
+
+
+def anomalous_records(
+    images: Sequence[Path], gt_dir: Path, mask_suffix: str, category: str, defect: str
+) -> list[SampleRecord]:
+    """Defect images with their mask ``<gt_dir>/<stem><mask_suffix>``; a missing one is a DataError naming both."""
+    records = []
+    for image in images:
+        mask = gt_dir / f"{image.stem}{mask_suffix}"
+        if not mask.is_file():
+            raise DataError(f"no mask for {image}: expected {mask}")
+        records.append(SampleRecord(str(image), category, 1, str(mask), True, defect))
+    return records
+
+
+class BenchmarkFolderSource(IndexedSource):
+    """A benchmark read in its own folder layout, with a validation split it ships: the root and category checks
+    are the same for every such layout, only :meth:`_index` (train, validation, test of one category) differs.
+
+    Subclasses set ``benchmark`` (named in errors), ``layout`` (what a category folder must hold, for errors) and
+    implement :meth:`_index`. A category is a folder of the root holding ``train/`` (files beside the categories,
+    such as readme.txt and license.txt, are not categories).
+    """
+
+    benchmark: ClassVar[str]
+    layout: ClassVar[str]
+
+    def __init__(self, root: str | os.PathLike | None, categories: Sequence[str] | str = "all") -> None:
+        if root in (None, ""):
+            raise DataError(
+                f"data.root is not set (expected the {self.benchmark} folder holding the categories, {self.layout})"
+            )
+        base = Path(root).expanduser()
+        if not base.is_dir():
+            raise DataError(f"data root {base} does not exist (expected the {self.benchmark} folder: {self.layout})")
+        available = sorted(
+            p.name for p in base.iterdir() if p.is_dir() and not is_hidden_or_system(p.name) and (p / "train").is_dir()
+        )
+        if not available:
+            raise DataError(f"no category found under {base} (expected {self.benchmark} layout: {self.layout})")
+        self._start_index(base, select_categories(categories, available, f"data root {base}", DataError))
+        for category in self._categories:
+            skipped = _Skipped()
+            self._train[category], self._val[category], self._test[category] = self._index(category, skipped)
+            skipped.report(category, base / category)
+
+    def _index(self, category: str, skipped: _Skipped) -> Splits:
+        """(train, shipped validation, test) records of one category."""
+        raise NotImplementedError
+
+
+class MVTecAD2Source(BenchmarkFolderSource):
+    """MVTec AD 2: ``test_public`` is the test split, ``validation/good`` the validation split, and the private sets
+    are listed for prediction only (see the module docstring)."""
+
+    benchmark = "MVTec AD 2"
+    layout = (
+        "<root>/<category>/{train/good, validation/good, test_public/{good,bad}, "
+        "test_public/ground_truth/bad/<stem>_mask.png}"
+    )
+
+    def __init__(self, root: str | os.PathLike | None, categories: Sequence[str] | str = "all") -> None:
+        self._private: dict[str, dict[str, list[Path]]] = {}
+        super().__init__(root, categories)
+
+    def _index(self, category: str, skipped: _Skipped) -> Splits:
+        base = self.root / category
+        train = folder_images(base / "train" / "good", "the normal training images", skipped)
+        val = folder_images(base / "validation" / "good", "the normal validation images MVTec AD 2 ships", skipped)
+        test_dir = base / "test_public"
+        good = folder_images(test_dir / "good", "the normal images of the public test set", skipped)
+        bad = folder_images(test_dir / "bad", "the anomalous images of the public test set", skipped)
+        gt_dir = test_dir / "ground_truth" / "bad"
+        if not gt_dir.is_dir():
+            raise DataError(f"missing folder {gt_dir} (expected the masks of {test_dir / 'bad'}, <stem>_mask.png)")
+        self._private[category] = {
+            name: _list_images(base / name, skipped) if (base / name).is_dir() else [] for name in PRIVATE_SETS
+        }
+        return (
+            normal_records(train, category),
+            normal_records(val, category),
+            normal_records(good, category, pixel_labels=True)
+            + anomalous_records(bad, gt_dir, "_mask.png", category, "bad"),
+        )
+
+    def private_images(self, category: str, split: str = "test_private") -> list[Path]:
+        """The images of one private set (``test_private`` or ``test_private_mixed``) of an indexed category."""
+        if split not in PRIVATE_SETS:
+            raise DataError(f"private set {split!r}: expected one of {', '.join(PRIVATE_SETS)}")
+        if category not in self._private:
+            raise DataError(f"category {category!r} is not indexed (indexed: {', '.join(self._categories)})")
+        images = self._private[category][split]
+        if not images:
+            raise DataError(f"no private images for {category}: expected {self.root / category / split}/*.png")
+        return list(images)
+
+    def predict_commands(self, run: str | os.PathLike, output: str | os.PathLike | None = None) -> list[str]:
+        """One ``adzoo-predict`` command per category the ``run`` was trained on and private set on disk.
+
+        A separate-setting run (``categories/<name>/checkpoints``) gets ``category=<name>``; a unified run scores
+        each of its categories with its one model. Outputs go to ``<output>/<category>/<set>`` (default
+        ``<run>/mvtec_ad2_private``).
+        """
+        from adzoo.predict import RunFolderError, run_categories
+
+        run_dir = Path(run).expanduser()
+        results = run_dir / "results.json"
+        try:
+            trained = (read_json(results).get("data") or {}).get("categories") or []
+        except (OSError, ValueError, AttributeError) as exc:
+            raise RunFolderError(f"{results}: not a readable results.json of a finished run ({exc})") from exc
+        unknown = sorted(set(trained) - set(self._categories))
+        if unknown:
+            raise DataError(f"the run {run_dir} was trained on {unknown}, which are not categories under {self.root}")
+        out = Path(output).expanduser() if output is not None else run_dir / "mvtec_ad2_private"
+        separate = bool(run_categories(run_dir))
+        commands = []
+        for category in trained:
+            for split in PRIVATE_SETS:
+                if not self._private[category][split]:
+                    continue
+                words = ["adzoo-predict", f"ckpt={run_dir}", f"input={self.root / category / split}"]
+                words += [f"output={out / category / split}"] + ([f"category={category}"] if separate else [])
+                commands.append(" ".join(shlex.quote(w) for w in words))
+        return commands
+
+    def summary(self, categories: Sequence[str] | None = None) -> str:
+        """The shared summary plus the private sets' sizes, so ``adzoo-data`` shows they were found (and left out)."""
+        lines = [super().summary(categories)]
+        for category in self._categories if categories is None else categories:
+            sizes = ", ".join(f"{name} {len(self._private[category][name])}" for name in PRIVATE_SETS)
+            lines.append(f"  {category}: {sizes} (predict-only: no ground truth, never in train/validation/test)")
+        return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m adzoo.data.mvtec_ad2 <run folder> [<data root>] [<output folder>]``: print the commands that
+    score every private set with the run (the root defaults to ``$MVTEC_AD2_ROOT``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print(main.__doc__)
+        return 0
+    if not 1 <= len(args) <= 3:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    root = args[1] if len(args) > 1 else os.environ.get(ROOT_ENV)
+    try:
+        source = MVTecAD2Source(root)
+        commands = source.predict_commands(args[0], args[2] if len(args) > 2 else None)
+    except (DataError, ConfigError) as exc:
+        print(f"mvtec_ad2: error: {exc}", file=sys.stderr)
+        return 2
+    if not commands:
+        print(f"mvtec_ad2: error: no {' or '.join(PRIVATE_SETS)} images under {source.root}", file=sys.stderr)
+        return 2
+    print("\n".join(commands))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
