@@ -13,7 +13,7 @@ object it resolves to (a string such as ``adzoo.models.base.os.system`` starts l
   ``adzoo.utils.hydra_callbacks``, learning-rate schedules in ``adzoo.utils.schedules``;
 - optimiser and scheduler classes defined in ``torch.optim`` (subclasses of ``Optimizer`` / ``LRScheduler`` /
   ``ReduceLROnPlateau``);
-- exactly ``pytorch_lightning.Trainer``, ``pytorch_lightning.loggers.{CSVLogger,TensorBoardLogger,WandbLogger}``
+- exactly ``pytorch_lightning.Trainer``, ``pytorch_lightning.loggers.{CSVLogger,TensorBoardLogger,WandbLogger,MLFlowLogger}``
   and ``pytorch_lightning.callbacks.ModelCheckpoint``.
 
 The check does not make the allowed constructors harmless: the paths they are given are still read (and written,
@@ -72,13 +72,17 @@ _EXACT_CLASSES = frozenset(
         "pytorch_lightning.loggers.CSVLogger",
         "pytorch_lightning.loggers.TensorBoardLogger",
         "pytorch_lightning.loggers.WandbLogger",
+        "pytorch_lightning.loggers.MLFlowLogger",
         "pytorch_lightning.callbacks.ModelCheckpoint",
+        "hydra_plugins.adzoo_optuna_sweeper.optuna_sweeper.OptunaSweeper",  # hydra/sweeper=optuna (adzoo.search)
+        "optuna.samplers.TPESampler",
     }
 )
 ALLOWED_SUMMARY = (
     "allowed: adzoo.models/backbones/data/callbacks/utils.strategies/utils.hydra_callbacks/utils.schedules classes and "
     "factories, "
-    "torch.optim optimisers and schedulers, pytorch_lightning Trainer, CSV/TensorBoard/Wandb loggers, ModelCheckpoint"
+    "torch.optim optimisers and schedulers, pytorch_lightning Trainer, CSV/TensorBoard/Wandb/MLflow loggers, "
+    "ModelCheckpoint, the optuna sweeper and its TPE sampler"
 )
 # Public dotted names only: no ``__builtins__``, ``_private`` hops, spaces, calls or subscripts.
 _DOTTED = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
