@@ -13,8 +13,8 @@ object it resolves to (a string such as ``adzoo.models.base.os.system`` starts l
   ``adzoo.utils.hydra_callbacks``, learning-rate schedules in ``adzoo.utils.schedules``;
 - optimiser and scheduler classes defined in ``torch.optim`` (subclasses of ``Optimizer`` / ``LRScheduler`` /
   ``ReduceLROnPlateau``);
-- exactly ``pytorch_lightning.Trainer``, ``pytorch_lightning.loggers.{CSVLogger,TensorBoardLogger,WandbLogger,MLFlowLogger}``
-  and ``pytorch_lightning.callbacks.ModelCheckpoint``.
+- exactly ``pytorch_lightning.Trainer``, ``pytorch_lightning.loggers.{CSVLogger,TensorBoardLogger,WandbLogger,
+  MLFlowLogger}``, ``pytorch_lightning.callbacks.ModelCheckpoint``, and the optuna sweeper with its TPE sampler.
 
 The check does not make the allowed constructors harmless: the paths they are given are still read (and written,
 for loggers and the generated data set). See README, "Reproducibility and faults".
