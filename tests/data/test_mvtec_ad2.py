@@ -10,10 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+import torch
 from PIL import Image
 
 from adzoo.data import AnomalyDataModule, DataError
-from adzoo.data.mvtec_ad2 import PRIVATE_SETS, MVTecAD2Source, main
+from adzoo.data.mvtec import read_image
+from adzoo.data.mvtec_ad2 import PRIVATE_SETS, MVTecAD2Source, main, write_submission
+from adzoo.predict import load_model
 
 WIDTH, HEIGHT = 48, 40  # non-square, like the real images (several megapixels; the loader only resizes)
 MASK_BOX = (slice(8, 24), slice(12, 36))  # rows, columns of the defect in every bad image
@@ -115,6 +119,37 @@ def test_one_epoch_patchknn_run_then_predict_a_private_set(compose_cfg, tmp_path
     scored = predict_folder(Path(options["ckpt"]), Path(options["input"]), Path(options["output"]))
     assert len(scored.rows) == PRIVATE_COUNTS["test_private"]
     assert (tmp_path / "submission" / "can" / "test_private" / "scores.csv").is_file()
+
+    # The submission folder: float16 maps at each image's own size, and masks at the run's pixel threshold.
+    out = tmp_path / "upload"
+    assert main(["--submission", str(tmp_path / "run"), str(root), str(out)]) == 0
+    maps = sorted((out / "anomaly_images").rglob("*.tiff"))
+    masks = sorted((out / "anomaly_images_thresholded").rglob("*.png"))
+    assert len(maps) == len(masks) == 2 * sum(PRIVATE_COUNTS.values())
+    first = out / "anomaly_images" / "can" / "test_private" / "000_regular.tiff"
+    values = tifffile.imread(first)
+    assert values.dtype == np.float16 and values.shape == (HEIGHT, WIDTH)
+    model, config = load_model(tmp_path / "run")
+    image = read_image(root / "can" / "test_private" / "000_regular.png", config["data"]["image_size"])
+    with torch.no_grad():
+        small = model(image[None]).anomaly_map.float()
+    expected = torch.nn.functional.interpolate(small[:, :1], (HEIGHT, WIDTH), mode="bilinear")[0, 0].numpy()
+    np.testing.assert_allclose(
+        values.astype(np.float32), expected, rtol=2e-3, atol=1e-3 * float(np.abs(expected).max())
+    )
+    threshold = model.decision["pixel_threshold"]
+    mask = np.asarray(Image.open(out / "anomaly_images_thresholded" / "can" / "test_private" / "000_regular.png"))
+    assert set(np.unique(mask)) <= {0, 255}
+    assert (
+        np.array_equal(mask == 255, expected >= threshold) or np.mean((mask == 255) != (expected >= threshold)) < 0.01
+    )
+    # resumable: only the missing file is written again
+    first.unlink()
+    source = MVTecAD2Source(root)
+    written = write_submission(source, tmp_path / "run", out)
+    assert written == {"can/test_private": 1, "can/test_private_mixed": 0, "vial/test_private": 0,
+                       "vial/test_private_mixed": 0}  # fmt: skip
+    assert np.array_equal(tifffile.imread(first), values)
 
 
 def test_predict_commands_of_a_separate_run_name_the_category(tmp_path: Path, capsys) -> None:

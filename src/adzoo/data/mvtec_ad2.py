@@ -13,9 +13,11 @@ The private sets are indexed but never part of train, validation or test (nothin
 images are listed by :meth:`MVTecAD2Source.private_images`, and ``python -m adzoo.data.mvtec_ad2 <run folder>
 <data root> [<output folder>]`` prints one ``adzoo-predict`` command per category and private set, which writes
 ``scores.csv`` (and masks at the run's image size) to ``<output>/<category>/<set>``. MVTec's evaluation server
-wants full-resolution float maps (``anomaly_images/<category>/<set>/<stem>.tiff``) and binary PNGs
-(``anomaly_images_thresholded/...``), which ``adzoo-predict`` does not write: its ``scores.csv`` holds the image
-scores, and its masks are at the run's ``data.image_size``.
+wants full-resolution maps instead: ``python -m adzoo.data.mvtec_ad2 --submission <run folder> [<data root>]
+[<output folder>]`` (:func:`write_submission`) writes ``anomaly_images/<category>/<set>/<stem>.tiff`` (float16, the
+map bilinearly resized to the image's own size) and ``anomaly_images_thresholded/<category>/<set>/<stem>.png``
+(0/255, the map at the run's pixel threshold, fitted on the validation split), the folders MVTec's
+``check_and_prepare_data_for_upload.py`` checks before upload.
 
 Images are large (8,000 PNGs, about 30 GB; several megapixels each, non-square, sizes differ between categories):
 each is decoded at full size and resized to ``data.image_size`` (square) when read, and masks are checked against
@@ -27,17 +29,33 @@ their image's full size. Decoding is the cost of a lazy epoch, so ``data.preload
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from adzoo.data.mvtec import DataError, IndexedSource, SampleRecord, _list_images, _Skipped, is_hidden_or_system
+import numpy as np
+import torch
+
+from adzoo.data.mvtec import (
+    DataError,
+    IndexedSource,
+    SampleRecord,
+    _list_images,
+    _Skipped,
+    check_image,
+    is_hidden_or_system,
+    read_image,
+)
 from adzoo.data.types import select_categories
 from adzoo.errors import ConfigError
-from adzoo.utils.io import read_json
+from adzoo.utils.io import atomic_replace, read_json
+
+log = logging.getLogger(__name__)
 
 #: the eight scenarios (MVTEC_AD_2_OBJECTS in MVTec's own dataset class)
 CATEGORIES = ("can", "fabric", "fruit_jelly", "rice", "sheet_metal", "vial", "wallplugs", "walnuts")
@@ -156,16 +174,10 @@ class MVTecAD2Source(BenchmarkFolderSource):
             raise DataError(f"no private images for {category}: expected {self.root / category / split}/*.png")
         return list(images)
 
-    def predict_commands(self, run: str | os.PathLike, output: str | os.PathLike | None = None) -> list[str]:
-        """One ``adzoo-predict`` command per category the ``run`` was trained on and private set on disk.
+    def trained_categories(self, run_dir: Path) -> list[str]:
+        """The categories a finished run was trained on, each one indexed here (else an error naming the run)."""
+        from adzoo.predict import RunFolderError
 
-        A separate-setting run (``categories/<name>/checkpoints``) gets ``category=<name>``; a unified run scores
-        each of its categories with its one model. Outputs go to ``<output>/<category>/<set>`` (default
-        ``<run>/mvtec_ad2_private``).
-        """
-        from adzoo.predict import RunFolderError, run_categories
-
-        run_dir = Path(run).expanduser()
         results = run_dir / "results.json"
         try:
             trained = (read_json(results).get("data") or {}).get("categories") or []
@@ -174,6 +186,19 @@ class MVTecAD2Source(BenchmarkFolderSource):
         unknown = sorted(set(trained) - set(self._categories))
         if unknown:
             raise DataError(f"the run {run_dir} was trained on {unknown}, which are not categories under {self.root}")
+        return list(trained)
+
+    def predict_commands(self, run: str | os.PathLike, output: str | os.PathLike | None = None) -> list[str]:
+        """One ``adzoo-predict`` command per category the ``run`` was trained on and private set on disk.
+
+        A separate-setting run (``categories/<name>/checkpoints``) gets ``category=<name>``; a unified run scores
+        each of its categories with its one model. Outputs go to ``<output>/<category>/<set>`` (default
+        ``<run>/mvtec_ad2_private``).
+        """
+        from adzoo.predict import run_categories
+
+        run_dir = Path(run).expanduser()
+        trained = self.trained_categories(run_dir)
         out = Path(output).expanduser() if output is not None else run_dir / "mvtec_ad2_private"
         separate = bool(run_categories(run_dir))
         commands = []
@@ -195,21 +220,103 @@ class MVTecAD2Source(BenchmarkFolderSource):
         return "\n".join(lines)
 
 
+#: where :func:`write_submission` puts the maps and the thresholded masks (MVTec AD 2's submission layout)
+SUBMISSION_MAPS, SUBMISSION_MASKS = "anomaly_images", "anomaly_images_thresholded"
+
+
+def write_submission(
+    source: MVTecAD2Source,
+    run: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    sets: Sequence[str] = PRIVATE_SETS,
+    device: str = "cpu",
+    batch_size: int = 8,
+) -> dict[str, int]:
+    """Score the private sets with the run and write MVTec AD 2's submission folder (default
+    ``<run>/mvtec_ad2_submission``): per image a float16 TIFF of the map at the image's own size and, where the run
+    has a pixel threshold, its 0/255 PNG mask. Each file is written atomically and an image whose files exist is
+    skipped, so an interrupted export resumes. Returns {"<category>/<set>": images written}."""
+    from PIL import Image
+
+    from adzoo.predict import check_device, image_size_of, load_run, run_categories
+
+    check_device(device)
+    run_dir = Path(run).expanduser()
+    out = Path(output).expanduser() if output is not None else run_dir / "mvtec_ad2_submission"
+    unknown = sorted(set(sets) - set(PRIVATE_SETS))
+    if unknown:
+        raise ConfigError(f"sets={unknown}: expected some of {', '.join(PRIVATE_SETS)}")
+    trained = source.trained_categories(run_dir)
+    separate = bool(run_categories(run_dir))
+    written: dict[str, int] = {}
+    models: dict[str | None, Any] = {}
+    for category in trained:
+        key = category if separate else None
+        if key not in models:
+            model, config, ref = load_run(run_dir, device, key)
+            models[key] = (model, image_size_of(config, ref.results_file))
+        model, image_size = models[key]
+        threshold = None if model.decision is None else model.decision.get("pixel_threshold")
+        if threshold is None and not written:
+            log.warning("%s has no pixel threshold: %s/ is not written (only the maps)", run_dir, SUBMISSION_MASKS)
+        for split in sets:
+            todo = []
+            for image in source._private[category][split]:
+                tiff = out / SUBMISSION_MAPS / category / split / f"{image.stem}.tiff"
+                png = out / SUBMISSION_MASKS / category / split / f"{image.stem}.png"
+                if not (tiff.is_file() and (threshold is None or png.is_file())):
+                    todo.append((image, tiff, png))
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                batch = torch.stack([read_image(image, image_size) for image, _, _ in chunk]).to(device)
+                with torch.no_grad():
+                    maps = model(batch).anomaly_map.float()
+                for (image, tiff, png), amap in zip(chunk, maps):
+                    width, height = check_image(image)
+                    full = torch.nn.functional.interpolate(amap[None, :1], (height, width), mode="bilinear")[0, 0]
+                    values = full.cpu().numpy()
+                    atomic_replace(tiff, lambda f, v=values: _write_tiff(f, v.astype(np.float16)), binary=True)
+                    if threshold is not None:
+                        mask = Image.fromarray((values >= threshold).astype(np.uint8) * 255)
+                        atomic_replace(png, lambda f, m=mask: m.save(f, format="PNG"), binary=True)
+            written[f"{category}/{split}"] = len(todo)
+            log.info("%s/%s: %d images written, %d already there", category, split, len(todo),
+                     len(source._private[category][split]) - len(todo))  # fmt: skip
+    return written
+
+
+def _write_tiff(handle: Any, values: np.ndarray) -> None:
+    import tifffile  # installed with scikit-image; PIL cannot write float16
+
+    buffer = io.BytesIO()  # tifffile wants a named file or a seekable buffer, not a descriptor's handle
+    tifffile.imwrite(buffer, values)
+    handle.write(buffer.getvalue())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m adzoo.data.mvtec_ad2 <run folder> [<data root>] [<output folder>]``: print the commands that
-    score every private set with the run (the root defaults to ``$MVTEC_AD2_ROOT``)."""
+    """``python -m adzoo.data.mvtec_ad2 [--submission] <run folder> [<data root>] [<output folder>]``: print the
+    ``adzoo-predict`` commands that score every private set with the run or, with ``--submission``, write MVTec AD 2's
+    submission folder (anomaly_images/, anomaly_images_thresholded/). The root defaults to ``$MVTEC_AD2_ROOT``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] in (["-h"], ["--help"]):
         print(main.__doc__)
         return 0
+    submission = args[:1] == ["--submission"]
+    args = args[1:] if submission else args
     if not 1 <= len(args) <= 3:
         print(main.__doc__, file=sys.stderr)
         return 2
     root = args[1] if len(args) > 1 else os.environ.get(ROOT_ENV)
+    output = args[2] if len(args) > 2 else None
     try:
         source = MVTecAD2Source(root)
-        commands = source.predict_commands(args[0], args[2] if len(args) > 2 else None)
-    except (DataError, ConfigError) as exc:
+        if submission:
+            written = write_submission(source, args[0], output)
+            counts = ", ".join(f"{name} {n}" for name, n in written.items())
+            print(f"mvtec_ad2: {sum(written.values())} images written to the submission folder ({counts})")
+            return 0
+        commands = source.predict_commands(args[0], output)
+    except (DataError, ConfigError, OSError) as exc:
         print(f"mvtec_ad2: error: {exc}", file=sys.stderr)
         return 2
     if not commands:
