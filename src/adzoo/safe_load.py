@@ -10,7 +10,7 @@ object it resolves to (a string such as ``adzoo.models.base.os.system`` starts l
 - ``adzoo.backbones``: ``build_backbone`` and the ``nn.Module`` classes defined there;
 - ``adzoo.data``: the classes defined there and the source factories ``generated_source`` and ``visa_source``;
 - Lightning callbacks defined in ``adzoo.callbacks``, strategies in ``adzoo.utils.strategies``, Hydra callbacks in
-  ``adzoo.utils.hydra_callbacks``, learning-rate schedules in ``adzoo.utils.schedules``;
+  ``adzoo.cli.hydra_callbacks``, learning-rate schedules in ``adzoo.utils.schedules``;
 - optimiser and scheduler classes defined in ``torch.optim`` (subclasses of ``Optimizer`` / ``LRScheduler`` /
   ``ReduceLROnPlateau``);
 - exactly ``pytorch_lightning.Trainer``, ``pytorch_lightning.loggers.{CSVLogger,TensorBoardLogger,WandbLogger,
@@ -58,7 +58,7 @@ _RULES = (
     _Rule("adzoo.data", (), frozenset({"adzoo.data.mvtec.generated_source", "adzoo.data.visa.visa_source"})),
     _Rule("adzoo.callbacks", ("pytorch_lightning.Callback",)),
     _Rule("adzoo.utils.strategies", ("pytorch_lightning.strategies.Strategy",)),
-    _Rule("adzoo.utils.hydra_callbacks", ("hydra.experimental.callback.Callback",)),
+    _Rule("adzoo.cli.hydra_callbacks", ("hydra.experimental.callback.Callback",)),
     _Rule("adzoo.utils.schedules", ("torch.optim.lr_scheduler.LRScheduler",)),
     _Rule(
         "torch.optim",
@@ -79,7 +79,7 @@ _EXACT_CLASSES = frozenset(
     }
 )
 ALLOWED_SUMMARY = (
-    "allowed: adzoo.models/backbones/data/callbacks/utils.strategies/utils.hydra_callbacks/utils.schedules classes and "
+    "allowed: adzoo.models/backbones/data/callbacks/utils.strategies/cli.hydra_callbacks/utils.schedules classes and "
     "factories, "
     "torch.optim optimisers and schedulers, pytorch_lightning Trainer, CSV/TensorBoard/Wandb/MLflow loggers, "
     "ModelCheckpoint, the optuna sweeper and its TPE sampler"

@@ -137,7 +137,7 @@ def test_leaderboard_tables_are_logged_to_their_own_mlflow_run(tmp_path: Path) -
 
 
 def test_sweep_end_logs_the_leaderboard_to_mlflow(compose_cfg, tmp_path: Path) -> None:
-    from adzoo.utils.hydra_callbacks import SweepLeaderboard
+    from adzoo.cli.hydra_callbacks import SweepLeaderboard
 
     _board(tmp_path)
     cfg = compose_cfg("logger=mlflow", f"hydra.sweep.dir={tmp_path / 'runs'}", "sweep_name=demo")

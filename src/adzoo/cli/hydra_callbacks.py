@@ -2,7 +2,9 @@
 
 They live in ``conf/hydra/default.yaml`` (``hydra.callbacks``), so every ``adzoo-train -m`` sweep reports each job
 as it finishes and ends with the table a user came for, without a second command. Both only read the run
-folders' artifacts (results.json), like ``adzoo-leaderboard``.
+folders' artifacts (results.json), like ``adzoo-leaderboard``. They sit with the apps (``adzoo.cli``), the top
+layer, because they drive the leaderboard; ``adzoo.utils`` stays free of anything above it (tests/test_layering.py).
+Run folders never record them (results.json drops the ``hydra`` node), so the move needs no alias at the old path.
 """
 
 from __future__ import annotations
