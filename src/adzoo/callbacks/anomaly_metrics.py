@@ -14,12 +14,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
 from adzoo.metrics import image_metrics, make_pixel_metrics
 from adzoo.metrics.resample import ARTIFACT, PerImageHistograms, save_histograms
+from adzoo.metrics.spro import au_spro, resize_channels
 from adzoo.models.components import avgpool_max
 from adzoo.thresholds import Decision, PixelDecisionCounts, image_decision_metrics
 from adzoo.utils.distributed import gather_objects
@@ -47,6 +49,7 @@ class _CategoryState:
         self.pixel = make_pixel_metrics(backend, **backend_kwargs)
         self.per_image = PerImageHistograms(resample_bins)  # for the leaderboard's bootstrap (pixel_hist.npz)
         self.pixel_decision: PixelDecisionCounts | None = None  # masks at the pixel threshold (test only)
+        self.spro: list[tuple[str, np.ndarray]] = []  # (path, map) of each test image, for sPRO (when on)
 
 
 class AnomalyMetrics(Callback):
@@ -56,6 +59,10 @@ class AnomalyMetrics(Callback):
     :attr:`per_image` holds one row per test image; with ``output_dir`` set, ``predictions.csv`` is written
     there atomically, with ``pixel_hist.npz``: per-image pixel histograms (``resample_bins`` bins on the streaming
     lattice) from which the leaderboard bootstraps pixel metrics without the maps.
+
+    ``spro_max_fpr`` (off by default) adds ``pixel_spro``, MVTec LOCO AD's AU-sPRO up to that FPR, where the test
+    source has per-defect ground truth (``source.defect_channels(path)``): each test map of those categories is kept
+    (memory: one float32 map per test image) and scored against its defects at the map's size.
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class AnomalyMetrics(Callback):
         output_dir: str | None = None,
         log_images: int = 4,
         resample_bins: int = 1024,
+        spro_max_fpr: float | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
@@ -80,6 +88,11 @@ class AnomalyMetrics(Callback):
         self.log_images = log_images
         self.resample_bins = int(resample_bins)
         PerImageHistograms(self.resample_bins)  # fail fast on a bad bin count
+        if spro_max_fpr is not None and not 0.0 < float(spro_max_fpr) <= 1.0:
+            raise ValueError(f"callbacks.metrics.spro_max_fpr must be in (0, 1] or null, got {spro_max_fpr}")
+        self.spro_max_fpr = None if spro_max_fpr is None else float(spro_max_fpr)
+        self._spro_source: Any = None  # the test source's defect_channels, while sPRO is on and available
+        self._spro_warned = False
         self.results: dict[str, Any] = {}
         self.per_image: list[dict[str, Any]] = []
         self.histograms: dict[str, Any] = {}  # category -> CategoryHistograms of the last test epoch
@@ -123,6 +136,8 @@ class AnomalyMetrics(Callback):
                 state.pixel.update(maps[idx], masks[idx])
                 if keep_images:
                     state.per_image.update(maps[idx], masks[idx], [outputs["path"][i] for i in idx.tolist()])
+                    if self._spro_source is not None:
+                        state.spro.extend(zip([outputs["path"][i] for i in idx.tolist()], maps[idx].cpu().numpy()))
                     if self.decision is not None and self.decision.pixel_threshold is not None:
                         if state.pixel_decision is None:
                             state.pixel_decision = PixelDecisionCounts(self.decision.pixel_threshold)
@@ -150,6 +165,19 @@ class AnomalyMetrics(Callback):
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
+        self._spro_source = None
+        if self.spro_max_fpr is not None:
+            source = getattr(getattr(trainer, "datamodule", None), "source", None)
+            if callable(getattr(source, "defect_channels", None)):
+                self._spro_source = source
+            elif not self._spro_warned:
+                self._spro_warned = True
+                log.warning(
+                    "callbacks.metrics.spro_max_fpr=%s: the data source %s has no per-defect ground truth "
+                    "(defect_channels, MVTec LOCO AD's); pixel_spro is not computed",
+                    self.spro_max_fpr,
+                    type(source).__name__,
+                )
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
@@ -174,6 +202,7 @@ class AnomalyMetrics(Callback):
                 "pixel": s.pixel.state() if s.has_mask else None,
                 "per_image": s.per_image.state() if s.has_mask else None,
                 "pixel_decision": s.pixel_decision.state() if s.has_mask and s.pixel_decision else None,
+                "spro": s.spro if s.has_mask else [],
             }
             for category, s in self._states.items()
         }
@@ -196,6 +225,7 @@ class AnomalyMetrics(Callback):
                 for key in ("scores", "pooled", "labels"):
                     m[key] = torch.cat([m[key], st[key]])
                 m["paths"] = m["paths"] + st["paths"]
+                m["spro"] = m["spro"] + st["spro"]
                 m["has_mask"] = m["has_mask"] and st["has_mask"]
                 if st["pixel"] is not None:
                     m["pixel_metrics"].merge(st["pixel"])
@@ -228,6 +258,8 @@ class AnomalyMetrics(Callback):
                     self.histograms[category] = hist
                 if st["pixel_decided"] is not None and st["pixel_decided"].tp + st["pixel_decided"].fn > 0:
                     metrics.update(st["pixel_decided"].compute())
+                if st["has_mask"] and st["spro"] and self._spro_source is not None:
+                    metrics["pixel_spro"] = self._spro(category, st["spro"])
             else:
                 notes[category] = "no pixel ground truth: pixel metrics skipped"
             if int(st["labels"].sum()) in (0, len(st["labels"])):
@@ -260,9 +292,23 @@ class AnomalyMetrics(Callback):
                 "pool_kernel": self.pool_kernel,
                 "mean": "macro over categories",
                 "image_score": "method's own (image_*) and max of avg-pooled map (image_*_avgpool)",
+                **({"spro_max_fpr": self.spro_max_fpr} if self.spro_max_fpr is not None else {}),
             },
         }
         return results, rows
+
+    def _spro(self, category: str, kept: list[tuple[str, np.ndarray]]) -> float:
+        """AU-sPRO of one category's test maps against their defects, resized to the maps' size."""
+        channels, dropped = [], 0
+        for path, amap in kept:
+            defects = self._spro_source.defect_channels(path)
+            channels.append(resize_channels(defects, amap.shape))
+            dropped += len(defects) - len(channels[-1])
+        if dropped:
+            log.warning("%s: %d defect(s) cover no pixel at the maps' size and are left out of sPRO", category, dropped)
+        if not any(channels):
+            return float("nan")
+        return au_spro([amap for _, amap in kept], channels, self.spro_max_fpr)
 
     def _finish(self, stage: str, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._states and trainer.world_size == 1:
