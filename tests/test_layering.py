@@ -7,6 +7,7 @@ not from the design. Add a line to ``FORBIDDEN`` when a new layer rule is agreed
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,30 @@ def test_no_import_cycle_inside(package: str) -> None:
     assert graph and any(graph.values())  # the scan found the package's own imports
     cycle = find_cycle(graph)
     assert cycle is None, f"import cycle in {package}: {' -> '.join(cycle or [])}"
+
+
+def _tracked_markdown(root: Path) -> list[Path]:
+    """The repository's tracked *.md files (git ls-files), or every *.md outside .venv when git is missing."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "*.md"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return [p for p in root.rglob("*.md") if ".venv" not in p.parts and ".git" not in p.parts]
+    return [root / name for name in listed]
+
+
+def test_docs_name_no_machine_paths() -> None:
+    """Commands in the docs run from the repository root; one machine's checkout path means nothing elsewhere."""
+    root = Path(__file__).resolve().parents[1]
+    files = _tracked_markdown(root)
+    assert any(p.name == "README.md" for p in files)
+    machine = "/work/" + "main"  # split, so this file does not match itself when scanned
+    hits = [
+        f"{p.relative_to(root)}:{n}"
+        for p in files
+        if p.is_file()
+        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+        if machine in line
+    ]
+    assert not hits, f"absolute checkout paths in the docs (use paths relative to the repository): {hits}"
