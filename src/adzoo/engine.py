@@ -16,7 +16,6 @@ import platform
 import subprocess
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from adzoo.utils.cost import FLOPS_COUNTED, PeakMemory, eval_flops_per_image
 from adzoo.utils.distributed import gather_objects, rank
 from adzoo.utils.io import atomic_write_json, atomic_write_text, read_json, run_lock
 from adzoo.utils.loggers import build_loggers, close_loggers
+from adzoo.utils.quiet import quiet
 
 log = logging.getLogger("adzoo")
 
@@ -80,6 +80,46 @@ class EpochSeed(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+
+
+class FitClock(pl.Callback):
+    """Fit seconds across attempts. The checkpoint carries the seconds of the attempts before (as this callback's
+    state), so a run killed and resumed with ``ckpt_path=last`` records the fit time of the work its weights hold:
+    every attempt up to its last checkpoint, as an uninterrupted run would, plus this attempt's."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # fit seconds of earlier attempts, from the checkpoint resumed
+        self.attempts = 1  # this attempt's number
+        self.loaded = False
+        self._started: float | None = None
+        self._elapsed = 0.0
+
+    def start(self) -> None:
+        self._started, self._elapsed = time.perf_counter(), 0.0
+
+    def stop(self) -> None:
+        self._elapsed, self._started = self.this_attempt(), None
+
+    def this_attempt(self) -> float:
+        return self._elapsed + (time.perf_counter() - self._started if self._started is not None else 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fit_s": self.before + self.this_attempt(), "attempts": self.attempts}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("fit_s") or 0.0)
+        self.attempts = int(state_dict.get("attempts") or 1) + 1
+        self.loaded = True
+
+    def report(self, resumed: bool) -> dict[str, Any]:
+        """This model's times; a checkpoint from before this record (no state) leaves the earlier attempts unknown."""
+        this = self.this_attempt()
+        return {
+            "fit_s": self.before + this,
+            "fit_s_this_attempt": this,
+            "resumed": resumed,
+            "attempts": self.attempts if (self.loaded or not resumed) else None,
+        }
 
 
 def is_complete(path: Path) -> bool:
@@ -191,6 +231,7 @@ def format_table(per_category: dict[str, dict[str, float]], mean: dict[str, floa
 def run(cfg: DictConfig, evaluate_only: bool = False) -> dict[str, Any] | None:
     """Train (unless ``evaluate_only``) and test per the config; returns the results.json payload."""
     output_dir = Path(cfg.paths.output_dir)
+    quiet(bool(cfg.get("verbose", False)))  # the apps did so too; here for runs started in-process (tests, trials)
     validate_config(cfg)
     source = _eval_source(cfg) if evaluate_only else None  # a wrong ckpt_path fails before any work
     _configure_determinism(cfg)
@@ -311,8 +352,6 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
     digest = identity_digest(cfg)
     _claim_folder(cfg, output_dir, digest, task)
     started = time.perf_counter()
-    # Frozen backbones stay in eval mode on purpose (BatchNorm statistics, dropout); Lightning warns about it.
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     if cfg.get("torch_threads"):
         # On a machine shared with other jobs, 2+ OpenMP threads per process spin against each other; 1 is faster.
         torch.set_num_threads(int(cfg.torch_threads))
@@ -357,7 +396,8 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
                 module.check_input_size(dm.image_size)
         check_free_space(output_dir, 2 * state_bytes(model), f"a checkpoint of {cfg.method_name}")
         metrics_cb: AnomalyMetrics = instantiate(cfg.callbacks.metrics, output_dir=str(group_dir))
-        callbacks: list[pl.Callback] = [metrics_cb, EpochSeed(cfg.seed)]
+        clock = FitClock()
+        callbacks: list[pl.Callback] = [metrics_cb, EpochSeed(cfg.seed), clock]
         for name, cb_cfg in cfg.callbacks.items():
             if name == "metrics" or cb_cfg is None:
                 continue
@@ -374,16 +414,18 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
             trainer: pl.Trainer = instantiate(
                 cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
             )
-            fit_s: float | None = None
+            fit: dict[str, Any] | None = None
             if objective is None:
                 _check_decidable(threshold_cfg, dm)  # before any training: a decision that cannot be fitted fails now
             if evaluate_only:
                 ckpt = _resolve_ckpt(cfg.ckpt_path, group_dir, category)
                 _load_weights(model, ckpt)
             else:
-                t0 = time.perf_counter()
-                trainer.fit(model, datamodule=dm, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), group_dir, category))
-                fit_s = time.perf_counter() - t0
+                resume = _resolve_ckpt(cfg.get("ckpt_path"), group_dir, category)
+                clock.start()
+                trainer.fit(model, datamodule=dm, ckpt_path=resume)
+                clock.stop()
+                fit = clock.report(resumed=resume is not None)
             if flops is None and trainer.is_global_zero:
                 flops = _flops(model, dm.image_size)
             t0 = time.perf_counter()
@@ -412,7 +454,7 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
             rows.extend(metrics_cb.per_image)
             histograms.update(metrics_cb.histograms)
         scored = dm.val_set if objective is not None else dm.test_set
-        group_timings.append(_timing(label, fit_s, test_s, len(scored), dm))
+        group_timings.append(_timing(label, fit, test_s, len(scored), dm))
         bank = getattr(getattr(model, "model", None), "memory_bank", None)
         if bank is not None and bank.report:  # what the fill kept, and its seconds and bytes (patchknn, CAP)
             group_timings[-1]["memory_bank"] = dict(bank.report)
@@ -421,6 +463,12 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
 
     mean = category_mean(per_category)
     fit_total = None if evaluate_only else sum(g["fit_s"] for g in group_timings)
+    attempts = [g.get("attempts") for g in group_timings]
+    resumed_fit = {
+        "fit_s_this_attempt": None if evaluate_only else sum(g["fit_s_this_attempt"] for g in group_timings),
+        "resumed": any(g.get("resumed") for g in group_timings),
+        "attempts": None if evaluate_only or None in attempts else max(attempts, default=1),
+    }
     test_total = sum(g["test_s"] for g in group_timings)
     test_images = sum(g["test_images"] for g in group_timings)
     backbone = cfg.get("backbone") or {}
@@ -437,7 +485,8 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
         "metrics": {"per_category": per_category, "mean": mean, "notes": notes, "conventions": conventions},
         "thresholds": {"config": dataclasses.asdict(threshold_cfg), "models": decisions},
         "timing": {
-            "fit_s": fit_total,
+            "fit_s": fit_total,  # every attempt's, when resumed (FitClock)
+            **resumed_fit,
             "test_s": test_total,
             "total_s": time.perf_counter() - started,
             "per_group": group_timings,
@@ -477,11 +526,13 @@ def _run_measured(cfg: DictConfig, source: dict[str, Any] | None, memory: PeakMe
     return payload
 
 
-def _timing(label: str, fit_s: float | None, test_s: float, images: int, dm: Any) -> dict[str, Any]:
-    """One model's times; ``test_s`` and ``test_images`` are the validation split's in a search trial."""
+def _timing(label: str, fit: dict[str, Any] | None, test_s: float, images: int, dm: Any) -> dict[str, Any]:
+    """One model's times (``fit``: :meth:`FitClock.report`, None for an eval); ``test_s`` and ``test_images`` are
+    the validation split's in a search trial."""
+    fit = fit or {"fit_s": None, "fit_s_this_attempt": None, "resumed": False, "attempts": None}
     return {
         "group": label,
-        "fit_s": fit_s,
+        **fit,
         "test_s": test_s,
         "test_images": images,
         "train_images": len(dm.train_set),

@@ -21,6 +21,7 @@ from adzoo.errors import ConfigError, OutputFolderError
 from adzoo.predict import RunRef, image_size_of, load_run
 from adzoo.thresholds import Decision
 from adzoo.utils.io import atomic_write_json
+from adzoo.utils.quiet import quiet_tracing
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")
@@ -116,14 +117,16 @@ def export_run(
                 reference += (decision.defect_masks(eager.anomaly_map),)
         _check(reference, wrapper(example), "pure-torch model", decision)
         if "torchscript" in formats:
-            traced = torch.jit.trace(wrapper, example, check_trace=False)
+            with quiet_tracing():  # traced at the fixed size `size`, recorded in the bundle
+                traced = torch.jit.trace(wrapper, example, check_trace=False)
             got = traced(example)
             _check(reference, got, "torchscript", decision)
             path = output_dir / "model.ts"
             traced.save(str(path))
             written["torchscript"] = path
         if "onnx" in formats:
-            written["onnx"] = _export_onnx(wrapper, example, reference, output_dir / "model.onnx", decision)
+            with quiet_tracing():
+                written["onnx"] = _export_onnx(wrapper, example, reference, output_dir / "model.onnx", decision)
     bundle = {
         "method": config.get("method_name"),
         "image_size": size,

@@ -143,11 +143,14 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Feature maps (B, C_i, H/s_i, W/s_i) for images (B, 3, H, W) in [0, 1]."""
-        if images.ndim != 4 or images.shape[1] != 3:
+        # While tracing (adzoo-export) shapes are tensors and the traced graph is fixed to the example's size: the
+        # checks ran on the eager forward before, and as constants in the trace they would only warn.
+        tracing = torch.jit.is_tracing()
+        if not tracing and (images.ndim != 4 or images.shape[1] != 3):
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if not images.is_floating_point():
             raise TypeError(f"expected float images in [0, 1], got dtype {images.dtype}")
-        if self.kind == "vit":
+        if self.kind == "vit" and not tracing:
             h, w = images.shape[-2:]
             stride = self._strides[0]
             if h % stride or w % stride:

@@ -16,12 +16,14 @@ from omegaconf import DictConfig
 from adzoo._config import config_dir, register_resolvers
 from adzoo.config_checks import validate_config
 from adzoo.errors import run_app
+from adzoo.utils.quiet import quiet
 
 register_resolvers()
 
 
 @hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")
 def app(cfg: DictConfig) -> float | None:
+    quiet(bool(cfg.get("verbose", False)))  # before torch and Lightning say anything
     from adzoo.run_identity import eval_config
 
     try:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from adzoo._config import config_dir, register_resolvers
 from adzoo.config_checks import validate_config
 from adzoo.errors import run_app
+from adzoo.utils.quiet import quiet
 
 log = logging.getLogger("adzoo")
 register_resolvers()
@@ -29,6 +30,7 @@ register_resolvers()
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
 def app(cfg: DictConfig) -> float | None:
+    quiet(bool(cfg.get("verbose", False)))  # before torch and Lightning say anything
     validate_config(cfg)  # before importing torch: a typo is reported in a second, not after the imports
     from adzoo.engine import run
 

@@ -362,9 +362,11 @@ class MemoryBank(nn.Module):
         training; -1 for none): removed by index, never by assuming rank 0 is the query, so duplicates stay
         neighbours.
         """
-        if not self.is_fitted:
+        exporting = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+        # a traced bank is the fitted one being exported; its emptiness check would only become a constant there
+        if not exporting and not self.is_fitted:
             raise RuntimeError("memory bank is empty: fit() it on normal features first")
-        if exclude is None and (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()):
+        if exclude is None and exporting:
             return self.torch_search(queries, k)
         if k > len(self) - (1 if exclude is not None else 0):
             raise ValueError(f"k={k} is larger than the memory bank ({len(self)} entries)")
