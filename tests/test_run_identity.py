@@ -15,7 +15,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from adzoo.engine import run
-from adzoo.run_identity import RunFolderConflictError, eval_config, folder_name, identity_digest
+from adzoo.run_identity import RunFolderConflictError, eval_config, folder_name, identity, identity_digest
 from tests.conftest import TINY_DATA
 
 pytestmark = pytest.mark.integration
@@ -81,13 +81,22 @@ def test_execution_details_keep_the_identity(compose_cfg, execution: list[str]) 
     "change",
     [["seed=1"], ["model.k=3"], ["data.categories=[pill]"], ["data.setting=separate"], ["method=cap"],
      ["backbone.out_indices=[1,2]"], ["trainer.max_epochs=2"], ["data.batch_size=4"], ["data.source.seed=1"],
-     ["callbacks.metrics.fpr_limit=0.1"]],
+     ["callbacks.metrics.fpr_limit=0.1"], ["callbacks.metrics.spro_max_fpr=0.05"]],
 )  # fmt: skip
 def test_identity_changes_with_what_the_numbers_depend_on(compose_cfg, change: list[str]) -> None:
     base = compose_cfg(*TINY_DATA)
     changed = compose_cfg(*TINY_DATA, *change)
     assert identity_digest(changed) != identity_digest(base)
     assert folder_name(changed) != folder_name(base)
+
+
+def test_a_key_added_later_is_left_out_of_the_identity_while_null(compose_cfg) -> None:
+    """spro_max_fpr came after runs existed: at its default (null) the identity has no trace of it, so their
+    digests still match and finished runs are still skipped."""
+    cfg = compose_cfg(*TINY_DATA)
+    assert cfg.callbacks.metrics.spro_max_fpr is None
+    assert "spro_max_fpr" not in identity(cfg)["callbacks.metrics"]
+    assert identity(compose_cfg(*TINY_DATA, "callbacks.metrics.spro_max_fpr=0.05"))["callbacks.metrics"]["spro_max_fpr"]
 
 
 def test_a_run_folder_is_a_valid_command_line_argument(compose_cfg) -> None:

@@ -56,6 +56,8 @@ EXECUTION_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "callbacks.metrics": ("log_images", "resample_bins"),  # resample_bins: the leaderboard's artifact, not a metric
 }  # fmt: skip
+#: keys added to a section after runs existed, left out while null (their default), so older digests still match
+NULL_DEFAULT_KEYS: dict[str, tuple[str, ...]] = {"callbacks.metrics": ("spro_max_fpr",)}
 DIGEST_CHARS = 16  # stored in results.json and identity.json, compared before a skip
 NAME_DIGEST_CHARS = 10  # in the folder name; a clash of these is still caught by the full digest
 IDENTITY_FILE = "identity.json"
@@ -105,6 +107,9 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     for section in IDENTITY_SECTIONS:
         node = OmegaConf.select(cfg, section, default=None, throw_on_missing=False)
         value = _resolved(node, EXECUTION_KEYS.get(section, ()))
+        for key in NULL_DEFAULT_KEYS.get(section, ()):
+            if isinstance(value, dict) and value.get(key, 0) is None:
+                del value[key]
         out[section] = _absolute_roots(value) if section == "data" else value
     for key in OPTIONAL_IDENTITY_KEYS:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
