@@ -49,11 +49,13 @@ def eval_flops_per_image(model: nn.Module, image_size: int, channels: int = 3) -
 
     Returns ``{"total", "torch", "memory_bank"}``. The model is put in eval mode for the count and restored.
     """
-    from adzoo.models.components.memory_bank import MemoryBank
-
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     image = torch.zeros(1, channels, image_size, image_size, device=device)
-    banks = [m for m in model.modules() if isinstance(m, MemoryBank) and m.is_fitted]
+    # Any module that searches outside torch says how much it searched (MemoryBank does); duck-typed, so the
+    # utilities need not import the models.
+    banks = [
+        m for m in model.modules() if callable(getattr(m, "search_flops", None)) and getattr(m, "is_fitted", False)
+    ]
     before = [b.queries_searched for b in banks]
     training = model.training
     # Frozen for the count: torch's module tracker hooks every module input that requires grad, and a parameter
