@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="adzoo-data",
         description="Index a data set as adzoo-train would (data=<name> data.root=<folder> ...), print what was "
         "found per category (images per split and defect type, masks found/missing), and check every file.",
+        epilog="keys people set most: data=<name> (btad, mpdd, ksdd2, mvtec, mvtec_ad2, mvtec_loco, mvtec_3d, visa, "
+        "real_iad, manifest, folder, ...), data.root=<folder>, data.categories=[a,b]; any adzoo-train data.* key "
+        "works",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data=btad data.root=/data/BTech_Dataset")
     parser.add_argument("--no-check", action="store_true", help="print the summary only; do not read every file")

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from adzoo._config import config_dir, register_resolvers
+from adzoo.cli.train import FLAGS, usage, wants_help
 from adzoo.config_checks import validate_config
 from adzoo.errors import run_app
 from adzoo.utils.quiet import quiet
@@ -50,8 +51,28 @@ def _remove_unresolved_folder() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+KEYS = {
+    "ckpt_path=": "run folder written by adzoo-train, or a checkpoint in it; logs/runs/latest: the newest (required)",
+    "data.categories=": "[a,b]: test on these categories only",
+    "data=": "another data set of the same categories (with data.root=)",
+    "data.root=": "where that data set is",
+    "paths.log_dir=": "where the eval folder goes: <log_dir>/evals/ (default logs/)",
+    "torch_threads=": "CPU threads; 1 on a machine shared with other jobs",
+    "logger=": "csv (default), tensorboard, wandb, mlflow, many",
+    "verbose=true": "show every warning and Lightning's info lines",
+}
+SUMMARY = (
+    "Tests a trained run's checkpoint again. The method, model, backbone and data come from the run's own "
+    "results.json, so no training key needs repeating; keys given here change this eval only. It writes into its "
+    "own folder under <log_dir>/evals/, never into the training run's."
+)
+
+
 def main() -> int:
-    """Console entry point: Hydra's app, with user mistakes reported in one line."""
+    """Console entry point: Hydra's app, with user mistakes reported in one line; ``--help`` in plain text."""
+    if wants_help(sys.argv[1:]):
+        print(usage("adzoo-eval", SUMMARY, KEYS, {k: v for k, v in FLAGS.items() if k != "--hydra-help"}))
+        return 0
     return run_app(app, "adzoo-eval")
 
 

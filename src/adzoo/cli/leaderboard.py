@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         "--wandb",
         metavar="PROJECT",
         default=None,
-        help="also log the table to wandb (offline; `wandb sync` uploads it) in this project",
+        help="also log the table to wandb (offline; wandb sync uploads it) in this project",
     )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per interval (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
