@@ -19,10 +19,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from adzoo.metrics import image_metrics, make_pixel_metrics
+from adzoo.metrics import avgpool_max_score, image_metrics, make_pixel_metrics
 from adzoo.metrics.resample import ARTIFACT, PerImageHistograms, save_histograms
 from adzoo.metrics.spro import au_spro, resize_channels
-from adzoo.models.components import avgpool_max
 from adzoo.thresholds import Decision, PixelDecisionCounts, image_decision_metrics
 from adzoo.utils.distributed import gather_objects
 from adzoo.utils.io import atomic_write_text
@@ -118,7 +117,7 @@ class AnomalyMetrics(Callback):
         masks = masks > 0.5
         labels = torch.as_tensor(outputs["label"]).view(-1)
         scores = outputs["pred_score"].float().view(-1)
-        pooled = avgpool_max(maps, self.pool_kernel)
+        pooled = avgpool_max_score(maps, self.pool_kernel)
         has_mask = torch.as_tensor(outputs["has_mask"]).view(-1)
         categories = list(outputs["category"])
         for category in dict.fromkeys(categories):

@@ -47,7 +47,7 @@ def test_adtr_plus_pixel_trains_tests_and_reloads_through_the_app(compose_cfg, t
     for metrics in written["metrics"]["per_category"].values():
         for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
             assert 0.0 <= metrics[key] <= 1.0
-        # the pooled-max score: the model and the metric callback apply the same avgpool_max to the same map tensor
+        # the pooled-max score: the model and the metric callback apply one avgpool_max_score to the same map tensor
         assert metrics["image_auroc"] == pytest.approx(metrics["image_auroc_avgpool"])
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain hparams: safe loading works

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from adzoo.backbones import build_backbone
-from adzoo.models.components import avgpool_max
+from adzoo.metrics import avgpool_max_score
 from adzoo.models.uniad import UniAD
 from adzoo.models.uniad.torch_model import UniADModel, UniADReconstruction, align_features, feature_jitter, image_score
 
@@ -147,7 +147,7 @@ def test_image_score_convention() -> None:
     spot[1, 0, 20:36, 20:36] = 2.0  # a 16x16 patch of a lower value
     pooled = image_score(spot, "max", 16)
     torch.testing.assert_close(pooled, torch.tensor([1.0, 2.0]))  # the pool favours the extended region
-    torch.testing.assert_close(pooled, avgpool_max(spot, 16))
+    torch.testing.assert_close(pooled, avgpool_max_score(spot, 16))
     torch.testing.assert_close(image_score(spot, "mean"), spot.flatten(1).mean(1))
     with pytest.raises(ValueError, match="score_mode"):
         image_score(spot, "median")

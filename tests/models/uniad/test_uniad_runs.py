@@ -48,7 +48,7 @@ def test_uniad_trains_tests_and_reloads_through_the_app(compose_cfg, tmp_path: P
         for key in ("image_auroc", "pixel_auroc", "pixel_aupro"):
             assert 0.0 <= metrics[key] <= 1.0
     # the method's own score is the avg-pool convention, so the two image AUROCs agree (exactly: the model and the
-    # metric callback apply the same avgpool_max to the same map tensor)
+    # metric callback apply the same avgpool_max_score to the same map tensor)
     for metrics in written["metrics"]["per_category"].values():
         assert metrics["image_auroc"] == pytest.approx(metrics["image_auroc_avgpool"])
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

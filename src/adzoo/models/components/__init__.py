@@ -1,6 +1,6 @@
 """Pieces written once and shared by several methods."""
 
-from adzoo.models.components.anomaly_map import SCORE_MODES, avgpool_max, gaussian_blur, image_score, upsample_map
+from adzoo.models.components.anomaly_map import SCORE_MODES, gaussian_blur, image_score, upsample_map
 from adzoo.models.components.attention import (
     DecoderLayer,
     Encoder,
@@ -30,7 +30,6 @@ __all__ = [
     "PositionEmbedding2d",
     "ReconstructionTransformer",
     "align_features",
-    "avgpool_max",
     "distance_map",
     "full_precision",
     "gaussian_blur",

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from adzoo.metrics.image import avgpool_max_score  # the scoring convention lives with the metrics
 from adzoo.models.components.precision import full_precision
 
 
@@ -34,15 +35,6 @@ def gaussian_blur(anomaly_map: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
 
 
-@full_precision
-def avgpool_max(anomaly_map: torch.Tensor, kernel: int = 16) -> torch.Tensor:
-    """Max of a kernel×kernel stride-1 average pool: the UniAD/ADer image score. (B,1,H,W) or (B,H,W) → (B,)."""
-    if anomaly_map.dim() == 3:
-        anomaly_map = anomaly_map[:, None]
-    k = min(kernel, anomaly_map.shape[-2], anomaly_map.shape[-1])
-    return F.avg_pool2d(anomaly_map, kernel_size=k, stride=1).flatten(1).amax(dim=1)
-
-
 SCORE_MODES = ("max", "mean")
 
 
@@ -51,7 +43,7 @@ def image_score(anomaly_map: torch.Tensor, mode: str = "max", pool_kernel: int =
     """(B, 1, H, W) map → (B,) score: ``max`` of a pool_kernel² stride-1 average pool (MVTec-like data) or ``mean``
     (one-class classification sets, the reference CIFAR-10 protocol)."""
     if mode == "max":
-        return avgpool_max(anomaly_map, pool_kernel)
+        return avgpool_max_score(anomaly_map, pool_kernel)
     if mode == "mean":
         return anomaly_map.flatten(1).mean(dim=1)
     raise ValueError(f"model.score_mode must be one of {SCORE_MODES}, got {mode!r}")
