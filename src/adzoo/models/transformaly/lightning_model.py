@@ -51,6 +51,7 @@ class Transformaly(AnomalyModule):
         gmm_components: int = 5,
         knn_k: int = 2,
         ridge: float = 1e-6,
+        qkv_init: str = "separate",
         pos_embed_antialias: bool = False,
         feature_cache: bool = True,
         feature_cache_max_mb: float = 4096,
@@ -77,6 +78,7 @@ class Transformaly(AnomalyModule):
             gmm_components=gmm_components,
             knn_k=knn_k,
             ridge=ridge,
+            qkv_init=qkv_init,
             seed=seed,
         )
         self.teacher_description = f"{teacher.kind} teacher {backbone.name} (weights={backbone.weights})"

@@ -48,12 +48,36 @@ def resolve_blocks(spec: int | Sequence[int] | None, depth: int) -> list[int]:
     return resolved
 
 
-def reinitialise(module: nn.Module) -> nn.Module:
+QKV_INITS: tuple[str, ...] = ("separate", "fused")
+
+
+def _is_fused_qkv(name: str, layer: nn.Linear) -> bool:
+    """timm's attention projects q, k and v with one ``qkv`` Linear of ``3 * d`` outputs."""
+    return name.rsplit(".", 1)[-1] == "qkv" and layer.out_features % 3 == 0
+
+
+@torch.no_grad()
+def _xavier_uniform_rows(weight: Tensor, parts: int) -> None:
+    """Xavier-uniform on each of ``parts`` equal row blocks, each as its own (out/parts) x in matrix."""
+    for chunk in weight.chunk(parts, dim=0):
+        nn.init.xavier_uniform_(chunk)
+
+
+def reinitialise(module: nn.Module, qkv_init: str = "separate") -> nn.Module:
     """Random init of a copied block, as the official students (§5.3): Xavier-uniform Linear weights with
-    N(0, 1e-6) biases; every other layer (norms, LayerScale, convolutions, BatchNorm) its own default init."""
-    for layer in module.modules():
+    N(0, 1e-6) biases; every other layer (norms, LayerScale, convolutions, BatchNorm) its own default init.
+
+    The official ViT has separate d x d q, k and v Linears; timm fuses them into one 3d x d ``qkv``. With
+    ``qkv_init="separate"`` each third gets the d x d Xavier bound sqrt(6 / 2d), as in the official code;
+    ``"fused"`` treats the fused weight as one matrix (bound sqrt(6 / 4d), 1/sqrt(2) of it)."""
+    if qkv_init not in QKV_INITS:
+        raise ValueError(f"qkv_init must be one of {QKV_INITS}, got {qkv_init!r}")
+    for name, layer in module.named_modules():
         if isinstance(layer, nn.Linear):
-            nn.init.xavier_uniform_(layer.weight)
+            if qkv_init == "separate" and _is_fused_qkv(name, layer):
+                _xavier_uniform_rows(layer.weight, 3)
+            else:
+                nn.init.xavier_uniform_(layer.weight)
             if layer.bias is not None:
                 nn.init.normal_(layer.bias, std=1e-6)
         elif hasattr(layer, "reset_parameters"):
@@ -61,9 +85,9 @@ def reinitialise(module: nn.Module) -> nn.Module:
     return module
 
 
-def make_student(block: nn.Module) -> nn.Module:
+def make_student(block: nn.Module, qkv_init: str = "separate") -> nn.Module:
     """Same architecture as the teacher block, fresh weights, trainable."""
-    student = reinitialise(copy.deepcopy(block))
+    student = reinitialise(copy.deepcopy(block), qkv_init=qkv_init)
     student.requires_grad_(True)
     return student.train()
 
@@ -87,6 +111,7 @@ class TransformalyModel(nn.Module):
         gmm_components: int = 5,
         knn_k: int = 2,
         ridge: float = 1e-6,
+        qkv_init: str = "separate",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -99,7 +124,7 @@ class TransformalyModel(nn.Module):
         self.scored = resolve_blocks(scored_blocks, self.depth)
         # Students are independent, so training only the scored ones changes nothing for those (a saving).
         self.student_blocks = list(range(self.depth)) if train_all_students else list(self.scored)
-        self.students = nn.ModuleDict({str(b): make_student(teacher.blocks[b]) for b in self.student_blocks})
+        self.students = nn.ModuleDict({str(b): make_student(teacher.blocks[b], qkv_init) for b in self.student_blocks})
         self.feature_spaces = feature_spaces
         self.pretrained_feature = pretrained_feature
         self.pca = PCAWhitening(pca_variance, off_by_one=pca_off_by_one)
