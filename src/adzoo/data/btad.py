@@ -6,7 +6,7 @@ the archive's own top folder ``BTech_Dataset_transformed``). Extensions differ p
 Source: the BTech datamodule and dataset of github.com/openvinotoolkit/anomalib (its extension table, before it
 converts every .bmp to .png), and BTAD's README (CC-BY-SA; products of 1600x1600, 600x600 and 800x600 px).
 
-The stem and root helpers here are shared with the KolektorSDD2 loader (:mod:`adzoo.data.ksdd2`).
+Its stem and root helpers live in :mod:`adzoo.data.layouts`, shared with the KolektorSDD2 loader.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
+from adzoo.data.layouts import dataset_root, files_by_stem, mask_by_stem
 from adzoo.data.mvtec import DataError, IndexedSource, SampleRecord, _list_images, _Skipped, is_hidden_or_system
 from adzoo.data.types import select_categories
 
@@ -25,38 +25,6 @@ CATEGORIES = ("01", "02", "03")
 ARCHIVE_FOLDER = "BTech_Dataset_transformed"  # what btad.zip extracts to
 NORMAL, ANOMALOUS = "ok", "ko"
 LAYOUT = "<root>/<01|02|03>/train/ok, test/ok, test/ko, ground_truth/ko"
-
-
-def dataset_root(root: str | os.PathLike | None, layout: str, archive_folder: str | None = None) -> Path:
-    """``data.root`` as a folder, or a DataError saying what belongs there; descends into ``archive_folder`` when
-    the root is the folder an archive was extracted into (so both places a user may point at work)."""
-    if root in (None, ""):
-        raise DataError(f"data.root is not set (expected the folder holding {layout})")
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DataError(f"data root {path} does not exist (expected a folder holding {layout}); set data.root")
-    if archive_folder is not None and (path / archive_folder).is_dir():
-        log.info("data root %s holds the archive folder %s: reading that", path, archive_folder)
-        return path / archive_folder
-    return path
-
-
-def files_by_stem(folder: Path, skipped: _Skipped | None = None) -> dict[str, Path]:
-    """The images of ``folder`` by stem (hidden/system files skipped); two files of one stem (``0001.png`` and
-    ``0001.bmp``) are refused, since either could be the one meant."""
-    found: dict[str, Path] = {}
-    for path in _list_images(folder, skipped):
-        if path.stem in found:
-            raise DataError(f"two files of one name in {folder}: {found[path.stem].name} and {path.name}; expected one")
-        found[path.stem] = path
-    return found
-
-
-def mask_by_stem(masks: dict[str, Path], stem: str, image: Path, folder: Path) -> str:
-    """The mask of ``image``, named ``stem`` with any image extension, or a DataError naming what was expected."""
-    if stem not in masks:
-        raise DataError(f"no mask for {image}: expected {folder / stem}.png (or .bmp, or another image extension)")
-    return str(masks[stem])
 
 
 class BTADSource(IndexedSource):

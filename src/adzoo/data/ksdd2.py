@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from adzoo.data.btad import dataset_root, files_by_stem, mask_by_stem
+from adzoo.data.layouts import dataset_root, files_by_stem, mask_by_stem
 from adzoo.data.mvtec import _READ_ERRORS, DataError, IndexedSource, SampleRecord, _mask_values, _Skipped
 from adzoo.data.types import select_categories
 

@@ -19,8 +19,8 @@ data. Image sizes differ between categories; each image is resized to ``data.ima
 
 from __future__ import annotations
 
+from adzoo.data.layouts import BenchmarkFolderSource, Splits, anomalous_records, folder_images, normal_records
 from adzoo.data.mvtec import DataError, _Skipped, is_hidden_or_system
-from adzoo.data.mvtec_ad2 import BenchmarkFolderSource, Splits, anomalous_records, folder_images, normal_records
 
 #: the ten objects of the release
 CATEGORIES = ("bagel", "cable_gland", "carrot", "cookie", "dowel", "foam", "peach", "potato", "rope", "tire")

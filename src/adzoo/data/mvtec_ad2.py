@@ -36,22 +36,19 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
+from adzoo.data.layouts import BenchmarkFolderSource, Splits, anomalous_records, folder_images, normal_records
 from adzoo.data.mvtec import (
     DataError,
-    IndexedSource,
-    SampleRecord,
     _list_images,
     _Skipped,
     check_image,
-    is_hidden_or_system,
     read_image,
 )
-from adzoo.data.types import select_categories
 from adzoo.errors import ConfigError
 from adzoo.utils.io import atomic_replace, read_json
 
@@ -61,72 +58,6 @@ log = logging.getLogger(__name__)
 CATEGORIES = ("can", "fabric", "fruit_jelly", "rice", "sheet_metal", "vial", "wallplugs", "walnuts")
 PRIVATE_SETS = ("test_private", "test_private_mixed")
 ROOT_ENV = "MVTEC_AD2_ROOT"
-
-Splits = tuple[list[SampleRecord], list[SampleRecord], list[SampleRecord]]
-
-
-def folder_images(folder: Path, expected: str, skipped: _Skipped) -> list[Path]:
-    """The images of one folder the layout requires, or a DataError naming it (missing, or holding no image)."""
-    if not folder.is_dir():
-        raise DataError(f"missing folder {folder} (expected {expected})")
-    images = _list_images(folder, skipped)
-    if not images:
-        raise DataError(f"empty category: no images in {folder} (expected {expected})")
-    return images
-
-
-def normal_records(images: Sequence[Path], category: str, pixel_labels: bool = False) -> list[SampleRecord]:
-    """Defect-free images; ``pixel_labels`` says whether their category has masks (so they count in pixel metrics)."""
-    return [SampleRecord(str(p), category, 0, None, pixel_labels, "good") for p in images]
-
-
-def anomalous_records(
-    images: Sequence[Path], gt_dir: Path, mask_suffix: str, category: str, defect: str
-) -> list[SampleRecord]:
-    """Defect images with their mask ``<gt_dir>/<stem><mask_suffix>``; a missing one is a DataError naming both."""
-    records = []
-    for image in images:
-        mask = gt_dir / f"{image.stem}{mask_suffix}"
-        if not mask.is_file():
-            raise DataError(f"no mask for {image}: expected {mask}")
-        records.append(SampleRecord(str(image), category, 1, str(mask), True, defect))
-    return records
-
-
-class BenchmarkFolderSource(IndexedSource):
-    """A benchmark read in its own folder layout, with a validation split it ships: the root and category checks
-    are the same for every such layout, only :meth:`_index` (train, validation, test of one category) differs.
-
-    Subclasses set ``benchmark`` (named in errors), ``layout`` (what a category folder must hold, for errors) and
-    implement :meth:`_index`. A category is a folder of the root holding ``train/`` (files beside the categories,
-    such as readme.txt and license.txt, are not categories).
-    """
-
-    benchmark: ClassVar[str]
-    layout: ClassVar[str]
-
-    def __init__(self, root: str | os.PathLike | None, categories: Sequence[str] | str = "all") -> None:
-        if root in (None, ""):
-            raise DataError(
-                f"data.root is not set (expected the {self.benchmark} folder holding the categories, {self.layout})"
-            )
-        base = Path(root).expanduser()
-        if not base.is_dir():
-            raise DataError(f"data root {base} does not exist (expected the {self.benchmark} folder: {self.layout})")
-        available = sorted(
-            p.name for p in base.iterdir() if p.is_dir() and not is_hidden_or_system(p.name) and (p / "train").is_dir()
-        )
-        if not available:
-            raise DataError(f"no category found under {base} (expected {self.benchmark} layout: {self.layout})")
-        self._start_index(base, select_categories(categories, available, f"data root {base}", DataError))
-        for category in self._categories:
-            skipped = _Skipped()
-            self._train[category], self._val[category], self._test[category] = self._index(category, skipped)
-            skipped.report(category, base / category)
-
-    def _index(self, category: str, skipped: _Skipped) -> Splits:
-        """(train, shipped validation, test) records of one category."""
-        raise NotImplementedError
 
 
 class MVTecAD2Source(BenchmarkFolderSource):

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from adzoo.data.layouts import BenchmarkFolderSource, Splits, folder_images, normal_records
 from adzoo.data.mvtec import (
     _READ_ERRORS,
     DataError,
@@ -49,7 +50,6 @@ from adzoo.data.mvtec import (
     check_image,
     read_mask,
 )
-from adzoo.data.mvtec_ad2 import BenchmarkFolderSource, Splits, folder_images, normal_records
 from adzoo.data.types import AnomalySample
 from adzoo.errors import ConfigError
 from adzoo.metrics.spro import DEFECT_KEYS, DefectType, parse_defects_config
