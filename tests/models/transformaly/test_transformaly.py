@@ -258,14 +258,23 @@ def test_unfitted_model_says_so() -> None:
 
 
 def test_anomaly_map_is_at_input_size_and_peaks_at_a_disturbed_patch() -> None:
-    model = _model(scored_blocks=[-1])
+    model = _model(scored_blocks=[-1], train_all_students=False)
     torch.manual_seed(0)
     images = torch.full((12, 3, 64, 64), 0.5) + 0.02 * torch.randn(12, 3, 64, 64)
     with torch.no_grad():
-        z_p, z_f, maps = model.features(model.teacher_states(images), (4, 4))
+        states = model.teacher_states(images)
+    # A few steps fit the student to the normal content; untrained, its error is near-uniform noise that any
+    # change of the random init (issue 20, qkv_init) moves around the grid.
+    optimizer = torch.optim.Adam(model.students.parameters(), lr=1e-3)
+    for _ in range(100):
+        optimizer.zero_grad()
+        model.student_loss(states).backward()
+        optimizer.step()
+    with torch.no_grad():
+        z_p, z_f, maps = model.features(states, (4, 4))
     assert maps[0].shape == (12, 4, 4)
     model.fit(z_p, z_f)
-    # without training, student ≠ teacher everywhere: a patch whose content is off the normal set's stands out
+    # a patch whose content is off the normal set's stands out where the student has not learned it
     anomalous = images[:1].clone()
     anomalous[:, :, 16:32, 32:48] = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
