@@ -64,7 +64,7 @@ IDENTITY_FILE = "identity.json"
 #: top-level keys an eval takes from its own command line rather than from the trained run
 EVAL_EXECUTION_TOP = (
     "paths", "logger", "hydra", "force", "print_table", "tags", "sweep_name", "ckpt_path", "torch_threads",
-    "task_name", "allow_external_paths",
+    "task_name", "allow_external_paths", "verbose",
 )  # fmt: skip
 #: config groups that rewrite many top-level keys: they would change what the checkpoint is
 _GLOBAL_GROUPS = ("method", "experiment", "sweep")
