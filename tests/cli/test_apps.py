@@ -24,6 +24,7 @@ from tests.conftest import TINY_DATA
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the runs import the test callback from tests/
+CONF = ROOT / "conf"
 
 
 def _env(cache_dir: Path) -> dict[str, str]:
@@ -187,8 +188,10 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path, cache_dir:
 def test_help_lists_the_config_groups(tmp_path: Path) -> None:
     proc = subprocess.run([str(BIN / "adzoo-train"), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  ")}
     for group in ("method", "data", "backbone", "trainer", "logger"):
-        assert f"{group}:" in proc.stdout
+        options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        assert options and all(option in lines[f"{group}="] for option in options), (group, lines.get(f"{group}="))
 
 
 # The demo sweep's first three methods at toy size (UniAD/ADTR need method-specific sizes for a 32² input).

@@ -119,6 +119,7 @@ def results_payload(
         "ckpt_path": str(source) if evaluating and source else None,
         "allow_external_paths": False,
         "print_table": True,
+        "verbose": False,
         "tags": ["dev"],
         "paths": {"log_dir": "logs", "cache_dir": "/cache", "data_dir": "/cache/data", "output_dir": str(folder)},
         "data": {
@@ -217,6 +218,9 @@ def results_payload(
         "thresholds": {"config": {"strategy": "percentile"}, "models": {}},
         "timing": {
             "fit_s": fit_s,
+            "fit_s_this_attempt": fit_s,
+            "resumed": False,
+            "attempts": None if fit_s is None else 1,
             "test_s": test_s,
             "total_s": (fit_s or 0.0) + test_s + 0.5,
             "per_group": [

@@ -60,6 +60,7 @@ def usage(prog: str, summary: str, keys: dict[str, str], flags: dict[str, str]) 
 KEYS = {
     "method=": f"which method ({choices('method')}; default patchknn)",
     "data=": f"which data set ({choices('data')}; default synthetic)",
+    "backbone=": f"feature extractor ({choices('backbone')}; default tf_efficientnet_lite0, packaged offline)",
     "data.root=": "the data set's folder (MVTec layout for data=mvtec/folder; root variables MVTEC_ROOT, ...)",
     "data.categories=": "[a,b]: only these categories (default: all)",
     "data.setting=": "unified (one model for all categories, default) or separate (one per category)",
