@@ -421,7 +421,9 @@ class IndexedSource:
         test = self._test[category] if include_test else []
         return self._train[category] + self._val.get(category, []) + test
 
-    def _problems(self, category: str, include_test: bool = True) -> list[str]:
+    def _image_problems(self, category: str, include_test: bool) -> tuple[list[str], dict[str, tuple[int, int]]]:
+        """Every image of the category checked by :func:`check_image`: the problems, and each readable image's
+        size (which its masks must match)."""
         problems: list[str] = []
         sizes: dict[str, tuple[int, int]] = {}
         for record in self._records(category, include_test):
@@ -429,6 +431,10 @@ class IndexedSource:
                 sizes[record.path] = check_image(record.path)
             except DataError as exc:
                 problems.append(str(exc))
+        return problems, sizes
+
+    def _problems(self, category: str, include_test: bool = True) -> list[str]:
+        problems, sizes = self._image_problems(category, include_test)
         for record in self._test[category] if include_test else []:
             if record.mask_path is None:
                 continue

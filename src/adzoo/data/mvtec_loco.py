@@ -47,7 +47,6 @@ from adzoo.data.mvtec import (
     _list_images,
     _read_binary_mask,
     _Skipped,
-    check_image,
     read_mask,
 )
 from adzoo.data.types import AnomalySample
@@ -211,13 +210,7 @@ class MVTecLOCOSource(BenchmarkFolderSource):
     def _problems(self, category: str, include_test: bool = True) -> list[str]:
         """The shared checks (every image by :func:`check_image`, every mask file by the mask contract and its
         image's size) plus LOCO's own: one defect value per mask file, and one that defects_config.json lists."""
-        problems: list[str] = []
-        sizes: dict[str, tuple[int, int]] = {}
-        for record in self._records(category, include_test):
-            try:
-                sizes[record.path] = check_image(record.path)
-            except DataError as exc:
-                problems.append(str(exc))
+        problems, sizes = self._image_problems(category, include_test)
         defects = self.defects[category]
         for record in self._test[category] if include_test else []:
             for mask in self._mask_files.get(record.mask_path or "", ()):
