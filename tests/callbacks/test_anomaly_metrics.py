@@ -98,3 +98,59 @@ def test_no_sigmoid_no_flip() -> None:
     cb._update(outputs, {"image": torch.zeros(4, 3, 4, 4)})
     results, _ = cb.compute()
     assert results["per_category"]["x"]["image_auroc"] < 0.5
+
+
+def test_examples_mix_defects_with_the_likeliest_false_positive_and_say_what_they_show(tmp_path: Path) -> None:
+    """Four places per category: three anomalous images, taking the defect types in turn, then the highest-scoring
+    normal one, whichever batch it came in; examples.json gives each panel's path, label, defect type and score."""
+    import json
+
+    from adzoo.callbacks.anomaly_metrics import EXAMPLES_INDEX, defect_type
+
+    cb = AnomalyMetrics(log_images=4, output_dir=str(tmp_path))
+    normal_scores = [0.2, 0.9, 0.1, 0.5, 0.95, 0.3]  # the best normal (0.95) comes in the second batch
+    for b in range(2):
+        n = 8
+        labels = torch.tensor([0, 1] * 4)
+        scores = torch.tensor([normal_scores[3 * b + i // 2] if i % 2 == 0 else 0.5 + 0.01 * i for i in range(6)]
+                              + [0.0, 0.6])  # fmt: skip
+        masks = torch.zeros(n, 1, 8, 8)
+        masks[labels == 1, :, 2:4, 2:4] = 1
+        outputs = {
+            "pred_score": scores,
+            "anomaly_map": torch.rand(n, 1, 8, 8),
+            "label": labels,
+            "mask": masks,
+            "category": ["a"] * n,
+            "path": [f"/d/a/test/{'good' if i % 2 == 0 else ('crack', 'hole')[b]}/{b}{i}.png" for i in range(n)],
+            "has_mask": torch.ones(n, dtype=torch.bool),
+        }
+        cb._update(outputs, {"image": torch.rand(n, 3, 8, 8)})
+    written = cb.save_examples(tmp_path / "examples")
+    index = json.loads((tmp_path / "examples" / EXAMPLES_INDEX).read_text())
+    assert [p.name for p in written] == [r["file"] for r in index] == [f"a_{n}.png" for n in range(4)]
+    assert [r["label"] for r in index] == [1, 1, 1, 0]
+    assert [r["path"] for r in index[:3]] == [
+        "/d/a/test/crack/01.png",  # one defect type after the other: crack (batch 0), then hole (batch 1)
+        "/d/a/test/hole/11.png",
+        "/d/a/test/crack/03.png",
+    ]
+    assert index[3]["path"] == "/d/a/test/good/12.png" and index[3]["score"] == pytest.approx(0.95)
+    assert [r["defect"] for r in index] == ["crack", "hole", "crack", "good"]
+    assert defect_type("digits/7/00012.png", 1) is None  # a path outside the MVTec layout does not name a defect
+
+
+def test_examples_without_normal_images_fill_every_place_with_defects() -> None:
+    cb = AnomalyMetrics(log_images=4)
+    n = 6
+    outputs = {
+        "pred_score": torch.rand(n),
+        "anomaly_map": torch.rand(n, 1, 8, 8),
+        "label": torch.ones(n, dtype=torch.long),
+        "mask": torch.ones(n, 1, 8, 8),
+        "category": ["a"] * n,
+        "path": [f"x{i}.png" for i in range(n)],
+        "has_mask": torch.ones(n, dtype=torch.bool),
+    }
+    cb._update(outputs, {"image": torch.rand(n, 3, 8, 8)})
+    assert [example.path for example, _ in cb.example_panels()["a"]] == ["x0.png", "x1.png", "x2.png", "x3.png"]

@@ -247,7 +247,7 @@ def results_payload(
         },
         "device": {"accelerator": "CPUAccelerator", "num_devices": 1, "world_size": 1},
         "versions": {"python": "3.11", "adzoo": "0.1.0"},
-        "git": {"commit": "c4fcbe3516dc5a6a77f3ce88f4906ffb3309588f", "dirty": False},
+        "git": {"commit": "c4fcbe3516dc5a6a77f3ce88f4906ffb3309588f", "dirty": False, "remote": None},
         "overrides": [],
         "run_dir": str(folder.resolve()),
         "config": config,

@@ -120,8 +120,9 @@ def test_page_states_shared_identity_columns_once_and_stacks_intervals() -> None
     assert shared == [("setting", "unified")] and shown_body[1] == ["b", "d2", "1 (seed 0)", "—"]
     assert split_shared(header, body[:1]) == (header, body[:1], [])  # one row keeps every column
     assert _html_cell("74.5 [67.2, 81.0] sd 1.2 ≈ best") == (
-        "74.5 <span class='mark'>≈ best</span><br><span class='ci'>[67.2, 81.0] sd 1.2</span>"
-    )
+        "<span title=\"interval [67.2, 81.0], seed sd 1.2\">74.5</span> <span class='mark'>≈ best</span><br>"
+        "<span class='ci'>67.2–81.0 sd 1.2</span>"
+    )  # the interval stacks under its value as low–high, in full in the tooltip
     assert _html_cell("tf_efficientnet_lite0 (packaged)") == "tf_efficientnet_lite0 (packaged)"
 
 
@@ -149,3 +150,18 @@ def test_a_tuned_config_is_tagged_and_cost_columns_show(tmp_path: Path) -> None:
     assert {"GFLOPs/img", "peak GiB"} <= set(COLUMN_LEGEND)
     table = list(csv.DictReader(to_csv(rows, ["image_auroc"]).splitlines()))
     assert {r["gflops_per_image"] for r in table} == {"0.0058"} and {r["peak_memory_gib"] for r in table} == {"0.9"}
+
+
+def test_provenance_links_the_run_files_relative_to_the_page(tmp_path: Path) -> None:
+    import re
+
+    folder = _write(tmp_path / "runs" / "patchknn-synthetic-unified-s0-abc")
+    (folder / "predictions.csv").write_text("category,path,label,pred_score,avgpool_score\n")
+    page = to_html(_rows(folder), base=tmp_path / "board")
+    provenance_part = page.split("<h2>Provenance</h2>")[1]
+    hrefs = re.findall(r'href="([^"]+)"', provenance_part)
+    assert "../runs/patchknn-synthetic-unified-s0-abc/results.json" in hrefs
+    assert "../runs/patchknn-synthetic-unified-s0-abc/predictions.csv" in hrefs
+    assert all((tmp_path / "board" / h).resolve().exists() for h in hrefs if not h.startswith("http"))
+    assert "-<wbr>" in provenance_part  # the long folder name may wrap at its hyphens, never mid-word
+    assert "commit/" not in provenance_part  # no remote in results.json: the commit stays text

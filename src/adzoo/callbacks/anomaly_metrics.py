@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytorch_lightning as pl
@@ -31,6 +33,30 @@ log = logging.getLogger(__name__)
 IMAGE_KEYS = ("image_auroc", "image_ap", "image_f1max")
 PREDICTION_FIELDS = ("category", "path", "label", "pred_score", "avgpool_score")
 DECISION_FIELDS = ("normalised_score", "is_anomalous")  # with a fitted decision (adzoo.thresholds)
+
+
+#: beside the example panels: what each shows (image path, label, defect type, score), for the gallery's captions
+EXAMPLES_INDEX = "examples.json"
+
+
+class KeptExample(NamedTuple):
+    """A test image kept for the example panels, with its mask, anomaly map and image score."""
+
+    label: int
+    score: float
+    image: torch.Tensor
+    mask: torch.Tensor
+    anomaly_map: torch.Tensor
+    path: str
+
+
+def defect_type(path: str, label: int) -> str | None:
+    """``good`` for a normal image; else the defect folder of the MVTec layout every folder source reads
+    (``.../test/<defect>/<file>``), or None where the path does not say."""
+    if label == 0:
+        return "good"
+    parts = Path(path).parts
+    return parts[-2] if len(parts) >= 3 and parts[-3] == "test" else None
 
 
 def prediction_fields(rows: list[dict[str, Any]]) -> list[str]:
@@ -98,8 +124,9 @@ class AnomalyMetrics(Callback):
         #: the decision fitted on the validation split (set by the app before testing): test metrics at it
         self.decision: Decision | None = None
         self._states: dict[str, _CategoryState] = {}
-        # Per category, a few test images (anomalous first) with their mask and map: for loggers and examples/.
-        self._examples: dict[str, list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, str]]] = {}
+        # Per category, a few test images (anomalous, and the highest-scoring normal ones) with their mask and map:
+        # for loggers and examples/ (see _keep_examples).
+        self._examples: dict[str, tuple[dict[str, list[KeptExample]], list[KeptExample]]] = {}
 
     # -- accumulation ----------------------------------------------------------------------------------
     def _reset(self) -> None:
@@ -142,7 +169,7 @@ class AnomalyMetrics(Callback):
                             state.pixel_decision = PixelDecisionCounts(self.decision.pixel_threshold)
                         state.pixel_decision.update(maps[idx], masks[idx])
         if self.log_images > 0:
-            self._keep_examples(batch, maps, masks, labels, categories, list(outputs["path"]))
+            self._keep_examples(batch, maps, masks, labels, scores, categories, list(outputs["path"]))
 
     def _keep_examples(
         self,
@@ -150,17 +177,39 @@ class AnomalyMetrics(Callback):
         maps: torch.Tensor,
         masks: torch.Tensor,
         labels: torch.Tensor,
+        scores: torch.Tensor,
         categories: list[str],
         paths: list[str],
     ) -> None:
+        """Per category, the first ``log_images`` anomalous images of each defect type and the ``log_images``
+        highest-scoring normal ones (the likeliest false positives, which a reviewer needs beside the defects);
+        :meth:`_chosen` mixes them."""
         for i, category in enumerate(categories):
-            kept = self._examples.setdefault(category, [])
-            label = int(labels[i])
-            if len(kept) < self.log_images or (label == 1 and any(k[0] == 0 for k in kept)):
-                item = (label, batch["image"][i].cpu(), masks[i].cpu(), maps[i].cpu(), paths[i])
-                if len(kept) >= self.log_images:  # replace a normal example by an anomalous one
-                    kept.pop(next(j for j, k in enumerate(kept) if k[0] == 0))
-                kept.append(item)
+            anomalous, normal = self._examples.setdefault(category, ({}, []))
+            label, score = int(labels[i]), float(scores[i])
+            defect = defect_type(paths[i], label) or ""
+            if label == 1 and len(anomalous.get(defect, ())) >= self.log_images:
+                continue
+            if label == 0 and len(normal) >= self.log_images and score <= normal[-1].score:
+                continue
+            item = KeptExample(label, score, batch["image"][i].cpu(), masks[i].cpu(), maps[i].cpu(), paths[i])
+            if label == 1:
+                anomalous.setdefault(defect, []).append(item)
+            else:
+                normal.append(item)
+                normal.sort(key=lambda k: -k.score)
+                del normal[self.log_images :]
+
+    def _chosen(self, category: str) -> list[KeptExample]:
+        """``log_images`` examples: anomalous ones first, one defect type after the other in the order they came
+        (so the row shows several kinds of defect), with a quarter (at least one) of the places kept for the
+        highest-scoring normal images; a kind that runs short leaves its places to the other."""
+        by_defect, normal = self._examples[category]
+        anomalous = [k for rank in itertools.zip_longest(*by_defect.values()) for k in rank if k is not None]
+        normals = min(len(normal), max(1, self.log_images // 4) if self.log_images > 1 else int(not anomalous))
+        anomalies = min(len(anomalous), self.log_images - normals)
+        normals = min(len(normal), self.log_images - anomalies)
+        return [*anomalous[:anomalies], *normal[:normals]]
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
@@ -345,34 +394,36 @@ class AnomalyMetrics(Callback):
         writer.writerows(self.per_image)
         atomic_write_text(path, buffer.getvalue())
 
-    def example_panels(self) -> dict[str, list[tuple[str, torch.Tensor]]]:
-        """Per category: (path, panel) with panel = image | ground truth | map overlay, float (3, H, 3W) in [0, 1].
+    def example_panels(self) -> dict[str, list[tuple[KeptExample, torch.Tensor]]]:
+        """Per category: (example, panel) with panel = image | ground truth | map overlay, float (3, H, 3W) in [0, 1].
 
         Maps share one colour scale per category (its examples' min and max), so panels compare fairly.
         """
         from matplotlib import colormaps
 
         colormap = colormaps["jet"]
-        panels: dict[str, list[tuple[str, torch.Tensor]]] = {}
-        for category, kept in sorted(self._examples.items()):
-            low = min(float(k[3].min()) for k in kept)
-            high = max(float(k[3].max()) for k in kept)
+        panels: dict[str, list[tuple[KeptExample, torch.Tensor]]] = {}
+        for category in sorted(self._examples):
+            kept = self._chosen(category)
+            low = min(float(k.anomaly_map.min()) for k in kept)
+            high = max(float(k.anomaly_map.max()) for k in kept)
             span = max(high - low, 1e-12)
-            for _label, image, mask, anomaly_map, path in kept:
-                heat = torch.from_numpy(colormap(((anomaly_map - low) / span).clamp(0, 1).numpy())[..., :3])
-                heat = heat.permute(2, 0, 1).float()
-                overlay = 0.5 * image + 0.5 * heat
-                truth = mask.float()[None].expand(3, -1, -1)
-                panels.setdefault(category, []).append((path, torch.cat([image, truth, overlay], dim=-1)))
+            for example in kept:
+                heat = colormap(((example.anomaly_map - low) / span).clamp(0, 1).numpy())[..., :3]
+                heat = torch.from_numpy(heat).permute(2, 0, 1).float()
+                overlay = 0.5 * example.image + 0.5 * heat
+                truth = example.mask.float()[None].expand(3, -1, -1)
+                panels.setdefault(category, []).append((example, torch.cat([example.image, truth, overlay], dim=-1)))
         return panels
 
     def save_examples(self, folder: Path) -> list[Path]:
-        """Write the example panels as PNGs (``examples/<category>_<n>.png``) for the leaderboard gallery."""
+        """Write the example panels as PNGs (``examples/<category>_<n>.png``) for the leaderboard gallery, and
+        ``examples/examples.json``: each panel's image path, label, defect type and image score, for its caption."""
         from PIL import Image
 
-        written = []
+        written, index = [], []
         for category, items in self.example_panels().items():
-            for n, (_path, panel) in enumerate(items):
+            for n, (example, panel) in enumerate(items):
                 target = folder / f"{category}_{n}.png"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 array = (panel.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
@@ -380,6 +431,11 @@ class AnomalyMetrics(Callback):
                 Image.fromarray(array).save(tmp)
                 tmp.replace(target)
                 written.append(target)
+                index.append({"file": target.name, "category": category, "path": example.path,
+                              "label": example.label, "defect": defect_type(example.path, example.label),
+                              "score": example.score})  # fmt: skip
+        if index:
+            atomic_write_text(folder / EXAMPLES_INDEX, json.dumps(index, indent=1))
         return written
 
     def _log_images(self, trainer: pl.Trainer) -> None:

@@ -34,7 +34,7 @@ def build_leaderboard(
         from adzoo.leaderboard.plots import gallery, make_plots
 
         plot_paths = make_plots(rows, out / "plots")
-        gallery_images = gallery(rows)
+        gallery_images = gallery(rows, out / "plots")
     uncertainty = assess(rows, bootstrap, out / "plots" if plots else None)
     searches = search_summaries(paths)
     search_plots: list[tuple[dict, list[Path]]] = []
@@ -49,7 +49,9 @@ def build_leaderboard(
     markdown = to_markdown(rows, uncertainty, thresholds=thresholds, searches=searches)
     atomic_write_text(out / "leaderboard.md", markdown)
     atomic_write_text(out / "leaderboard.csv", to_csv(rows, METRICS))
-    page = to_html(rows, plot_paths, gallery_images, uncertainty, thresholds=thresholds, searches=search_plots)
+    page = to_html(
+        rows, plot_paths, gallery_images, uncertainty, thresholds=thresholds, searches=search_plots, base=out
+    )
     atomic_write_text(out / "leaderboard.html", page)
     return rows, markdown
 

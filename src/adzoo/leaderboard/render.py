@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import html
 import io
+import json
 import math
+import os
 import re
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adzoo.leaderboard import names
 from adzoo.leaderboard.collect import Row, Run
 from adzoo.leaderboard.stats import CI_METRICS, COMPARED, Uncertainty
 
@@ -23,26 +28,14 @@ PAPER_NUMBERS: dict[str, str] = {
     "transformaly": "CIFAR-10 98.31, CIFAR-100 97.34, Fashion-MNIST 94.43 (unimodal AUROC)",
 }
 
-MAIN_METRICS: tuple[tuple[str, str], ...] = (
-    ("image_auroc", "I-AUROC"),
-    ("image_auroc_avgpool", "I-AUROC (pool)"),
-    ("pixel_auroc", "P-AUROC"),
-    ("pixel_aupro", "AUPRO"),
-    ("image_ap", "I-AP"),
-    ("pixel_ap", "P-AP"),
-    ("image_f1max", "I-F1max"),
-    ("pixel_f1max", "P-F1max"),
-)
+_MAIN_KEYS = ("image_auroc", "image_auroc_avgpool", "pixel_auroc", "pixel_aupro", "image_ap", "pixel_ap",
+              "image_f1max", "pixel_f1max")  # fmt: skip
+#: (key, header) of the main table's metric columns; the headers come from the one name table (names.py)
+MAIN_METRICS: tuple[tuple[str, str], ...] = tuple((m, names.header(m)) for m in _MAIN_KEYS)
 #: the test metrics at the thresholds each run fitted on its validation split (``--thresholds``)
-THRESHOLD_METRICS: tuple[tuple[str, str], ...] = (
-    ("image_fpr_thr", "I-FPR@t"),
-    ("image_tpr_thr", "I-TPR@t"),
-    ("image_precision_thr", "I-Prec@t"),
-    ("image_f1_thr", "I-F1@t"),
-    ("pixel_iou_thr", "P-IoU@t"),
-    ("pixel_dice_thr", "P-Dice@t"),
-    ("pixel_pro_thr", "PRO@t"),
-)
+_THRESHOLD_KEYS = ("image_fpr_thr", "image_tpr_thr", "image_precision_thr", "image_f1_thr", "pixel_iou_thr",
+                   "pixel_dice_thr", "pixel_pro_thr")  # fmt: skip
+THRESHOLD_METRICS: tuple[tuple[str, str], ...] = tuple((m, names.header(m)) for m in _THRESHOLD_KEYS)
 PIVOT_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
 DATA_NOTE = (
     "The data column names what was read by its content fingerprint (first 8 hex), or by its root where there is "
@@ -55,7 +48,7 @@ PAPER_COLUMN = "paper (their data)"
 #: one line per main-table column, shown under the table (keyed on the header text; a column without an entry is
 #: simply not explained, and a test asks for one)
 COLUMN_LEGEND: dict[str, str] = {
-    "method": "the anomaly-detection method (its adzoo name, `method=`)",
+    "method": "the anomaly-detection method (its adzoo name, as in method=...)",
     "profile": "the config's size preset: cpu (small, for a CPU), demo (a short demo run), paper (the paper's own)",
     "setting": "unified: one model for every category; separate: one model per category",
     "data": "the data set, named by the first 8 hex of its content fingerprint (or by its root where there is none)",
@@ -248,6 +241,64 @@ def provenance(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def _href(target: Path, base: Path | None) -> str:
+    """A link to ``target``: relative to the page's folder ``base`` (the page and the runs move together), else
+    an absolute file URI."""
+    if base is None:
+        return html.escape(target.resolve().as_uri(), quote=True)
+    relative = os.path.relpath(target.resolve(), base.resolve())
+    return html.escape(urllib.parse.quote(Path(relative).as_posix()), quote=True)
+
+
+def _link(target: Path, text: str, base: Path | None) -> str:
+    """A link whose text may wrap after a hyphen or slash (run folder names are long), never inside a word."""
+    shown = html.escape(text).replace("-", "-<wbr>").replace("/", "/<wbr>")
+    return f'<a href="{_href(target, base)}">{shown}</a>'
+
+
+def commit_url(remote: str, commit: str) -> str | None:
+    """The web page of ``commit`` on a GitHub/GitLab-style ``remote`` (https or scp-like ssh), else None."""
+    scp = re.fullmatch(r"[\w.-]+@([\w.-]+):(.+)", remote)
+    url = f"https://{scp[1]}/{scp[2]}" if scp else remote
+    if not re.match(r"https?://", url) or not re.fullmatch(r"[0-9a-f]{7,40}", commit):
+        return None
+    return f"{url.removesuffix('.git').rstrip('/')}/commit/{commit}"
+
+
+def _git_cell(run: Run, base: Path | None) -> str:
+    """The commit as text, and a link to it only where the run's results.json names a remote (``git.remote``)."""
+    git = {}
+    with contextlib.suppress(OSError, ValueError):
+        git = json.loads((run.folder / "results.json").read_text()).get("git") or {}
+    full = str(git.get("commit") or run.commit)
+    url = commit_url(str(git["remote"]), full) if git.get("remote") else None
+    text = f"<code>{html.escape(run.commit)}</code>" + (" (dirty)" if git.get("dirty") else "")
+    return text + (f' <a href="{html.escape(url, quote=True)}">commit</a>' if url else "")
+
+
+PROVENANCE_LINKS = ("run folder", "files", "git commit")
+
+
+def provenance_html(rows: Sequence[Row], base: Path | None) -> tuple[list[str], list[list[str]]]:
+    """:func:`provenance` with links: the run folder, its resolved config and results.json (relative to the
+    page), and the commit (text, linked only where a remote is known)."""
+    header, body = provenance(rows)
+    folder_i, commit_i = header.index("run folder"), header.index("git commit")
+    out_header = [*header[: folder_i + 1], "files", *header[folder_i + 1 :]]
+    runs = [r for row in rows for r in row.runs]
+    out_body = []
+    for line, run in zip(body, runs, strict=True):
+        shown = os.path.relpath(run.folder, base.resolve()) if base is not None else str(run.folder)
+        files = [(run.folder / ".hydra" / "config.yaml", "config"), (run.folder / "results.json", "results.json"),
+                 (run.folder / "predictions.csv", "predictions")]  # fmt: skip
+        cells = list(line)  # the plain cells are escaped by _html_table
+        cells[folder_i] = _link(run.folder, shown + "/", base)
+        cells[commit_i] = _git_cell(run, base)
+        links = " · ".join(_link(path, text, base) for path, text in files if path.is_file())
+        out_body.append([*cells[: folder_i + 1], links or "—", *cells[folder_i + 1 :]])
+    return out_header, out_body
+
+
 def markdown_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
@@ -297,7 +348,7 @@ def to_markdown(
     if paper_notes(rows):
         parts += ["", "Papers' own numbers (their data, not measured here):", "", markdown_table(*paper_table(rows))]
     for metric in PIVOT_METRICS:
-        parts += ["", f"## {metric} per category", "", markdown_table(*pivot_table(rows, metric))]
+        parts += ["", f"## {names.per_category(metric)}", "", markdown_table(*pivot_table(rows, metric))]
     if uncertainty is not None:
         parts += ["", "## Uncertainty", "", uncertainty.text(), "", uncertainty.ranks_text()]
         if uncertainty.diagram is not None:
@@ -352,25 +403,38 @@ _INTERVAL_CELL = re.compile(r"^(?P<value>\S+) (?P<interval>\[[^\]]+\])(?: sd (?P
 
 
 def _html_cell(text: str) -> str:
-    """A :func:`cell_text` cell stacked on two lines (value and mark, then the interval and sd, smaller), which
-    halves the width an interval column needs; any other cell as it is."""
+    """A :func:`cell_text` cell stacked on two lines (value and mark, then the interval as ``low–high`` and the sd,
+    smaller), which halves the width an interval column needs; the full interval stays in the tooltip; any other
+    cell as it is."""
     m = _INTERVAL_CELL.match(text)
     if m is None:
         return html.escape(text)
     mark = f" <span class='mark'>{html.escape(m['mark'])}</span>" if m["mark"] else ""
     sd = f" sd {html.escape(m['sd'])}" if m["sd"] else ""
-    return f"{html.escape(m['value'])}{mark}<br><span class='ci'>{html.escape(m['interval'])}{sd}</span>"
+    low, high = m["interval"][1:-1].split(", ")
+    dash = " to " if low[0] in "+-" or high[0] in "+-" else "–"  # "-20.3–-5.4" would read as a typo
+    tip = html.escape(f"interval {m['interval']}" + (f", seed sd {m['sd']}" if m["sd"] else ""), quote=True)
+    return (f"<span title=\"{tip}\">{html.escape(m['value'])}</span>{mark}<br>"
+            f"<span class='ci'>{html.escape(low)}{dash}{html.escape(high)}{sd}</span>")  # fmt: skip
 
 
-def _html_table(header: list[str], body: list[list[str]]) -> str:
-    """A table in a box that scrolls sideways when the table is wider than the page (rather than squeezing it)."""
+def _html_header(text: str) -> str:
+    """A header cell that may wrap after a slash or before a bracket, so narrow number columns stay narrow."""
+    return html.escape(text).replace("/", "/<wbr>").replace(" (", " <wbr>(")
+
+
+def _html_table(header: list[str], body: list[list[str]], css: str = "", raw: Sequence[str] = ()) -> str:
+    """A table in a box that scrolls sideways only when the table is still wider than the page after its headers
+    wrap and its intervals stack (the last resort, rather than squeezing numbers); ``raw`` columns hold HTML."""
     wrap = [' class="w"' if h in WRAP_COLUMNS else ' class="w l"' if h in LONG_TEXT_COLUMNS else "" for h in header]
-    head = "".join(f"<th{w}>{html.escape(h)}</th>" for h, w in zip(header, wrap, strict=True))
+    head = "".join(f"<th{w}>{_html_header(h)}</th>" for h, w in zip(header, wrap, strict=True))
+    cell = [(lambda c: c) if h in raw else _html_cell for h in header]
     rows = "".join(
-        "<tr>" + "".join(f"<td{w}>{_html_cell(c)}</td>" for c, w in zip(row, wrap, strict=True)) + "</tr>"
+        "<tr>" + "".join(f"<td{w}>{f(c)}</td>" for c, w, f in zip(row, wrap, cell, strict=True)) + "</tr>"
         for row in body
     )
-    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+    table = f"<table class='{css}'>" if css else "<table>"
+    return f"<div class='scroll'>{table}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
 
 
 SHARED_COLUMNS = ("profile", "setting", "data", "categories", "backbone", "variant", "task")
@@ -404,6 +468,35 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+#: the page's style sheet. The main table fits a laptop page (1,366 px): headers wrap within a few ems, intervals
+#: stack under their value, text cells wrap, and ``.scroll`` scrolls sideways only as the last resort.
+PAGE_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:1em auto;padding:0 1em;max-width:96em;color:#222;"
+    "line-height:1.35}p{max-width:75em}.scroll{overflow-x:auto;max-width:100%;margin:.8em 0}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 4px;text-align:right;font-size:12px;"
+    "white-space:nowrap;vertical-align:top;font-variant-numeric:tabular-nums}"
+    "th{background:#f3f3f3;white-space:normal;vertical-align:bottom;overflow-wrap:break-word}"
+    "table.main{table-layout:auto;max-width:100%}table.main th{max-width:6.5em;hyphens:manual}"
+    "table.main td{padding:2px 3px}"
+    ".w{white-space:normal;text-align:left;max-width:11em;overflow-wrap:break-word}.l{max-width:40em}"
+    "td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff;"
+    "box-shadow:1px 0 0 #ccc}th:first-child{background:#f3f3f3}tbody tr:nth-child(even) td{background:#fafafa}"
+    ".legend{columns:2 34em;column-gap:2em;font-size:13px;padding-left:1.2em;margin:.5em 0 1em}"
+    ".legend li{break-inside:avoid;margin-bottom:2px}img{max-width:100%;margin:4px}"
+    ".shared{font-size:13px;margin:.8em 0 0}.ci{color:#666;font-size:11px}"
+    ".mark{font-size:11px;font-weight:600;color:#1a6b2f}a{color:#1a4f8b}"
+    "code{font-size:11px}"
+)
+GALLERY_NOTE = (
+    "One grid per row, one line per category: the first anomalous test images and the highest-scoring normal "
+    "one (the likeliest false positive). Each panel: the test image | its ground-truth mask | the anomaly map "
+    "over the image (jet: blue low, red high), captioned with the category, the defect type ('good' for a normal "
+    "image) and the image's anomaly score. The colour scale is per category and run, from the lowest to the "
+    "highest map value among its examples, so scores and colours do not compare across methods. Every panel is "
+    "drawn at one size, whichever method or image size wrote it."
+)
+
+
 def to_html(
     rows: Sequence[Row],
     plots: Sequence[Path] = (),
@@ -411,36 +504,27 @@ def to_html(
     uncertainty: Uncertainty | None = None,
     thresholds: bool = False,
     searches: Sequence[tuple[dict[str, Any], Sequence[Path]]] = (),
+    base: Path | None = None,
 ) -> str:
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:1em;color:#222;line-height:1.35}"
-        "p{max-width:75em}.scroll{overflow-x:auto;max-width:100%;margin:.8em 0}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 4px;text-align:right;font-size:12px;white-space:nowrap;"
-        "vertical-align:top}th{background:#f3f3f3;white-space:normal;vertical-align:bottom}"
-        ".w{white-space:normal;text-align:left;max-width:16em;overflow-wrap:break-word}.l{max-width:40em}"
-        "td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff;"
-        "box-shadow:1px 0 0 #ccc}th:first-child{background:#f3f3f3}tbody tr:nth-child(even) td{background:#fafafa}"
-        ".legend{columns:2 34em;column-gap:2em;font-size:13px;padding-left:1.2em;margin:.5em 0 1em}"
-        ".legend li{break-inside:avoid;margin-bottom:2px}img{max-width:100%;margin:4px}"
-        ".shared{font-size:13px;margin:.8em 0 0}.ci{color:#666;font-size:11px}"
-        ".mark{font-size:11px;font-weight:600;color:#1a6b2f}"
-    )
+    """The page; ``base`` is the folder it is written to, which its provenance links are relative to (absolute
+    file links without it)."""
     header, body = main_table(rows, paper_marks=True, thresholds=thresholds)
     shown, shown_body, shared = split_shared(header, body)
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>adzoo leaderboard</title><style>{style}</style>"
-        "</head><body><h1>adzoo leaderboard</h1><p>Metrics in %, macro-averaged over "
-        "categories, each with its bootstrap interval [low, high] (see Uncertainty below); every number is read from "
-        "the run folders under Provenance. The paper column points to each "
+        f"<!doctype html><html><head><meta charset='utf-8'><title>adzoo leaderboard</title><style>{PAGE_CSS}"
+        "</style></head><body><h1>adzoo leaderboard</h1><p>Metrics in %, macro-averaged over "
+        "categories, each with its bootstrap interval low–high under it (see Uncertainty below); every number is "
+        "read from the run folders under Provenance. The paper column points to each "
         f"paper's own result on its own data, not a number measured here. {html.escape(DATA_NOTE)}</p>",
         _html_shared(shared),
-        _html_table(shown, shown_body),
+        _html_table(shown, shown_body, css="main"),
         _html_legend(header),
     ]
     if paper_notes(rows):
         parts += ["<h3>Papers' own numbers (their data, not measured here)</h3>", _html_table(*paper_table(rows))]
     for metric in PIVOT_METRICS:
-        parts += [f"<h2>{metric} per category</h2>", _html_table(*pivot_table(rows, metric))]
+        pivot, pivot_body, _ = split_shared(*pivot_table(rows, metric))  # the shared values are stated above
+        parts += [f"<h2>{html.escape(names.per_category(metric))}</h2>", _html_table(pivot, pivot_body)]
     if uncertainty is not None:
         parts += ["<h2>Uncertainty</h2>", f"<p>{html.escape(uncertainty.text())}</p>",
                   f"<p>{html.escape(uncertainty.ranks_text())}</p>"]  # fmt: skip
@@ -454,8 +538,11 @@ def to_html(
     for summary, images in searches:
         parts += [f"<h2>Hyper-parameter search {html.escape(summary['study'])}</h2>",
                   f"<p>{html.escape(search_text(summary))}</p>", "".join(_img(p) for p in images)]  # fmt: skip
+    if gallery:
+        parts += ["<h2>Anomaly maps</h2>", f"<p>{html.escape(GALLERY_NOTE)}</p>"]
     for label, images in (gallery or {}).items():
-        parts.append(f"<h3>Anomaly maps: {html.escape(label)} (image | ground truth | map)</h3>")
+        parts.append(f"<h3>{html.escape(label)}</h3>")
         parts.append("".join(_img(p) for p in images))
-    parts += ["<h2>Provenance</h2>", _html_table(*provenance(rows)), "</body></html>"]
+    parts += ["<h2>Provenance</h2>", _html_table(*provenance_html(rows, base), raw=PROVENANCE_LINKS),
+              "</body></html>"]  # fmt: skip
     return "\n".join(parts)

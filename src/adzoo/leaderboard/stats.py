@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from adzoo.leaderboard import names
 from adzoo.leaderboard.collect import LeaderboardError, Row, Run, aggregate
 from adzoo.metrics.functional import Groups, _ap_from_groups, _auroc_from_groups, _f1max_from_groups, _shift
 from adzoo.metrics.resample import ARTIFACT, load_histograms, pixel_metrics_from_histograms
@@ -663,8 +664,8 @@ def cd_diagram(result: RankResult, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.35 * len(result.entries)))
     sp.critical_difference_diagram(pd.Series(result.mean_ranks), result.nemenyi, ax=ax)
     ax.set_title(
-        f"{result.metric}: mean rank over {len(result.blocks)} blocks (Friedman p = {result.friedman_p:.3g}; "
-        "bars join rows Nemenyi cannot tell apart at 5%)",
+        f"{names.title(result.metric)}: mean rank over {len(result.blocks)} blocks "
+        f"(Friedman p = {result.friedman_p:.3g}; bars join rows Nemenyi cannot tell apart at 5%)",
         fontsize=8,
     )
     return save_figure(fig, out)
@@ -708,7 +709,7 @@ class Uncertainty:
                 body.append(
                     [
                         group.data,
-                        c.metric,
+                        names.header(c.metric),
                         _entry_label(rows[c.a]),
                         _entry_label(rows[c.b]),
                         f"{100 * c.difference:+.{d}f} [{100 * c.low:+.{d}f}, {100 * c.high:+.{d}f}]",
@@ -728,9 +729,9 @@ class Uncertainty:
         order = sorted(r.mean_ranks.items(), key=lambda kv: kv[1])
         listed = "; ".join(f"{name} {rank:.2f}" for name, rank in order)
         return (
-            f"Ranks ({r.metric}, 1 = best) over {len(r.blocks)} blocks (data set × category): {listed}. Friedman "
-            f"p = {r.friedman_p:.3g}; the Nemenyi post-hoc test (scikit-posthocs) joins rows it cannot tell apart "
-            "at 5% in the critical-difference diagram."
+            f"Ranks ({names.title(r.metric)}, 1 = best) over {len(r.blocks)} blocks (data set × category): {listed}. "
+            f"Friedman p = {r.friedman_p:.3g}; the Nemenyi post-hoc test (scikit-posthocs) joins rows it cannot tell "
+            "apart at 5% in the critical-difference diagram."
         )
 
 
