@@ -255,3 +255,28 @@ def test_shipped_targets_are_all_covered() -> None:
     assert "adzoo.backbones.build_backbone" in targets and "pytorch_lightning.Trainer" in targets
     for target in sorted(targets):
         check_trusted({"_target_": target}, os.fspath(config_dir()))
+
+
+#: how the README's safety paragraph names each exactly-allowed class
+README_NAMES = {
+    "pytorch_lightning.Trainer": "`Trainer`",
+    "pytorch_lightning.loggers.CSVLogger": "CSV/",
+    "pytorch_lightning.loggers.TensorBoardLogger": "TensorBoard/",
+    "pytorch_lightning.loggers.WandbLogger": "Wandb/",
+    "pytorch_lightning.loggers.MLFlowLogger": "/MLflow loggers",
+    "pytorch_lightning.callbacks.ModelCheckpoint": "`ModelCheckpoint`",
+    "hydra_plugins.adzoo_optuna_sweeper.optuna_sweeper.OptunaSweeper": "`hydra_plugins.adzoo_optuna_sweeper`",
+    "optuna.samplers.TPESampler": "`optuna.samplers.TPESampler`",
+}
+
+
+def test_the_readme_lists_everything_the_allow_list_allows() -> None:
+    """The README's safety paragraph is the user's view of the allow-list: a rule added in code must show there."""
+    from adzoo import safe_load
+
+    readme = (Path(config_dir()).parent / "README.md").read_text()
+    paragraph = readme.split("**Loading a run folder runs none of its code**")[1].split("\n- **")[0]
+    paragraph = " ".join(paragraph.split())  # one line: the README wraps names across lines
+    missing = [rule.package for rule in safe_load._RULES if f"`{rule.package}`" not in paragraph]
+    missing += [name for name in sorted(safe_load._EXACT_CLASSES) if README_NAMES[name] not in paragraph]
+    assert missing == []
