@@ -108,6 +108,7 @@ class Run:
     gflops: float | None = None  # results.json ``cost.gflops_per_image``: the eval forward of one image
     peak_memory_gib: float | None = None  # ``cost``: CUDA's allocator peak on a GPU, else the peak resident set
     tuned: dict[str, Any] | None = None  # ``search.tuned``: the best config of a search (study, trials, objective)
+    git: dict[str, Any] = field(default_factory=dict)  # results.json ``git``: full commit, dirty, remote
     mtime: float = 0.0
     row_task: str = TRAIN  # set by :func:`deduplicate`: which model this run's numbers measure
     dropped: list[Dropped] = field(default_factory=list)
@@ -338,6 +339,7 @@ def read_run(results: Path, payload: dict[str, Any]) -> Run:
         gflops=cost.get("gflops_per_image"),
         peak_memory_gib=cost.get("peak_cuda_allocated_gib", cost.get("peak_rss_gib")),
         tuned=(payload.get("search") or {}).get("tuned"),
+        git=dict(payload["git"]),
         mtime=results.stat().st_mtime,
     )
 

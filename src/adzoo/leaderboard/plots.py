@@ -236,17 +236,17 @@ def roc_curves(rows: Sequence[Row], out: Path) -> Path | None:
 @dataclass(frozen=True)
 class Example:
     """One example panel a run wrote (``examples/<category>_<n>.png``: image | ground truth | map), with what is
-    known about it: ``label`` 0 normal / 1 anomalous, its defect type and image score (None: not known)."""
+    known about it: ``label`` 0 normal / 1 anomalous, its defect type and image score (None: not recorded)."""
 
     file: Path
     category: str
-    label: int | None
+    label: int
     defect: str | None
     score: float | None
 
     @property
     def caption(self) -> str:
-        kind = "good" if self.label == 0 else self.defect or ("anomalous" if self.label == 1 else "?")
+        kind = "good" if self.label == 0 else self.defect or "anomalous"
         score = "score n/a" if self.score is None else f"score {self.score:.3g}"
         return f"{self.category} · {kind} · {score}"
 

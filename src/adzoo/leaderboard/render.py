@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import html
 import io
-import json
 import math
 import os
 import re
@@ -265,11 +263,9 @@ def commit_url(remote: str, commit: str) -> str | None:
     return f"{url.removesuffix('.git').rstrip('/')}/commit/{commit}"
 
 
-def _git_cell(run: Run, base: Path | None) -> str:
+def _git_cell(run: Run) -> str:
     """The commit as text, and a link to it only where the run's results.json names a remote (``git.remote``)."""
-    git = {}
-    with contextlib.suppress(OSError, ValueError):
-        git = json.loads((run.folder / "results.json").read_text()).get("git") or {}
+    git = run.git
     full = str(git.get("commit") or run.commit)
     url = commit_url(str(git["remote"]), full) if git.get("remote") else None
     text = f"<code>{html.escape(run.commit)}</code>" + (" (dirty)" if git.get("dirty") else "")
@@ -293,7 +289,7 @@ def provenance_html(rows: Sequence[Row], base: Path | None) -> tuple[list[str], 
                  (run.folder / "predictions.csv", "predictions")]  # fmt: skip
         cells = list(line)  # the plain cells are escaped by _html_table
         cells[folder_i] = _link(run.folder, shown + "/", base)
-        cells[commit_i] = _git_cell(run, base)
+        cells[commit_i] = _git_cell(run)
         links = " · ".join(_link(path, text, base) for path, text in files if path.is_file())
         out_body.append([*cells[: folder_i + 1], links or "—", *cells[folder_i + 1 :]])
     return out_header, out_body
